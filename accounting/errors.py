@@ -1,0 +1,37 @@
+"""Errors the accounting layer raises; the gateway translates each once, at its edge."""
+
+from __future__ import annotations
+
+
+class AccountingError(Exception):
+    """Base of every error raised by ``accounting``."""
+
+
+class BudgetExceeded(AccountingError):
+    """A budget cannot cover the worst case of what is about to be spent.
+
+    ``scope`` is ``"workflow"`` or ``"key"``; ``unit`` is ``"usd"`` (amounts in
+    micro-USD) or ``"tokens"``.
+    """
+
+    def __init__(
+        self, scope: str, unit: str, limit: int, committed: int, needed: int
+    ) -> None:
+        self.scope = scope
+        self.unit = unit
+        self.limit = limit
+        self.committed = committed  # spent + reserved by others
+        self.needed = needed
+        super().__init__(f"{scope} {unit} budget: limit {limit}, committed {committed}, needs {needed}")
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.committed)
+
+
+class StoreUnavailable(AccountingError):
+    """The store could not be reached or failed; budgets fail closed."""
+
+
+class WorkflowNotFound(AccountingError):
+    """No workflow with that id under the caller's key."""

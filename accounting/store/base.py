@@ -1,0 +1,217 @@
+"""The Store seam: every piece of shared, durable state goes through this protocol.
+
+Two implementations keep one contract (tests/contract runs the same suite on both):
+``SqliteStore`` (embedded default, durable, one writer thread so the event loop never
+blocks) and ``RedisStore`` (shared by replicas; every read-modify-write is one Lua
+script). Every method takes ``now`` (unix seconds) from the caller so leases and
+expiry are driven by an injected clock.
+
+Money is integer micro-USD throughout.
+
+Reservations and leases: ``reserve`` holds the worst case of one upstream attempt
+against the workflow's cap, the workflow's token cap and the key's periodic budget,
+all or nothing. ``settle`` replaces the hold by the actual charge. A hold whose lease
+ran out (its replica died) is *counted as spent at its reserved amount* the next time
+any reservation touches that workflow or key: the upstream may have billed it and we
+cannot know, so the cap stays safe. It is visible as ``expired_holds`` /
+``expired_micros``; a late ``settle`` of an expired hold corrects the spend to the
+actual charge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+WorkflowStatus = Literal["running", "completed"]
+TOKEN_KINDS = ("input", "output", "cached_input", "partial_output")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyBudget:
+    limit_micros: int
+    period_s: int  # fixed windows aligned to the unix epoch: start = now // period * period
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveRequest:
+    key: str  # the gateway key's name: the tenant scope of every workflow id
+    workflow_id: str | None
+    amount_micros: int  # worst case cost of this attempt
+    tokens: int  # worst case tokens of this attempt (for token caps)
+    lease_s: float  # the hold expires at now + lease_s
+    now: float
+    cap_micros: int | None = None  # X-Workflow-Budget-Usd: sets the cap if new, may lower it
+    cap_tokens: int | None = None  # X-Workflow-Budget-Tokens: same rule
+    step: str | None = None  # X-Workflow-Step: recorded as the current step
+    key_budget: KeyBudget | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    id: str
+    key: str
+    workflow_id: str | None
+    amount_micros: int
+    tokens: int
+    period_start: int | None  # the key budget window held against, if any
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What one upstream attempt really cost."""
+
+    cost_micros: int
+    tokens: Mapping[str, int] = field(default_factory=dict)  # by kind, see TOKEN_KINDS
+    model: str = ""
+    request_id: str = ""
+    sent: bool = True  # the attempt reached the upstream (counts as a call)
+    partial: bool = False  # a stream cut off: part of the charge is estimated
+    is_retry: bool = False
+    is_fallback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowState:
+    key: str
+    workflow_id: str
+    cap_micros: int | None
+    cap_tokens: int | None
+    spent_micros: int
+    reserved_micros: int
+    tokens_spent: int
+    tokens_reserved: int
+    tokens_by_kind: Mapping[str, int]
+    calls: int
+    retries: int
+    fallbacks: int
+    partial_streams: int
+    expired_holds: int
+    expired_micros: int
+    started_at: float
+    last_seen_at: float
+    step: str | None
+    status: WorkflowStatus
+    completed_at: float | None
+
+    @property
+    def remaining_micros(self) -> int | None:
+        if self.cap_micros is None:
+            return None
+        return max(0, self.cap_micros - self.spent_micros - self.reserved_micros)
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    reservation: Reservation
+    workflow: WorkflowState | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpend:
+    key: str
+    period_start: int
+    spent_micros: int
+    reserved_micros: int
+
+
+ClaimOutcome = Literal["claimed", "replay", "conflict", "in_flight"]
+
+
+@dataclass(frozen=True, slots=True)
+class IdemClaim:
+    outcome: ClaimOutcome
+    token: str | None = None  # claimed: the lease owner's token
+    record: bytes | None = None  # replay: the stored answer
+    lease_until: float | None = None  # in_flight: when the holder's lease runs out
+
+
+class Store(Protocol):
+    """Budgets, workflow status and idempotency records; see the module docstring."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot be used."""
+        ...
+
+    # -- budgets --------------------------------------------------------------
+    async def reserve(self, req: ReserveRequest) -> Reserved:
+        """Create/update the workflow and hold the worst case, atomically, or raise
+        BudgetExceeded (nothing held). Expired holds of that workflow/key are swept
+        first (counted as spent). Without a workflow id and key budget it still
+        returns a Reservation (nothing to check).
+
+        The first request creates the workflow (its caps, ``started_at``); a later one
+        can only set or lower a cap (``None`` is no cap), never raise it. The creation,
+        cap lowering, ``step``, ``last_seen_at`` and the sweep persist even when the
+        request is refused, so the first request always sets the cap. Checks, in order:
+        workflow usd cap, workflow token cap, key budget window. A completed workflow
+        still accepts reservations; its status stays ``completed``. Key spend is only
+        tracked for requests carrying a ``key_budget``."""
+        ...
+
+    async def settle(self, res: Reservation, charge: Charge, now: float) -> WorkflowState | None:
+        """Replace the hold by the actual charge and update counters. Idempotent per
+        reservation id (a second settle changes nothing). Returns the workflow after.
+
+        ``tokens_spent`` grows by input + output + partial_output (cached_input is part
+        of input and only shows in ``tokens_by_kind``). Settling a hold that was swept
+        as expired replaces its estimate: spent moves by actual - held, and
+        ``expired_micros`` drops by the held amount (``expired_holds`` keeps counting
+        the expiry)."""
+        ...
+
+    async def get_workflow(
+        self, key: str, workflow_id: str, now: float
+    ) -> WorkflowState | None: ...
+    async def complete_workflow(
+        self, key: str, workflow_id: str, now: float
+    ) -> WorkflowState | None:
+        """Mark completed (``completed_at`` = the first completion); idempotent. It
+        leaves the stalled listing. None when there is no such workflow."""
+        ...
+
+    async def set_workflow_cap(
+        self, key: str, workflow_id: str, cap_micros: int | None, cap_tokens: int | None, now: float
+    ) -> WorkflowState | None:
+        """Admin: set (raise or lower) the caps of an existing workflow. Both caps are
+        replaced: ``None`` removes that cap. ``last_seen_at`` is not touched."""
+        ...
+
+    async def list_stalled(self, idle_before: float, limit: int = 100) -> list[WorkflowState]:
+        """Running workflows whose last_seen_at < idle_before, oldest first."""
+        ...
+
+    async def count_stalled(self, idle_before: float) -> int: ...
+    async def key_spend(self, key: str, period_s: int, now: float) -> KeySpend: ...
+
+    # -- idempotency ----------------------------------------------------------
+    async def idem_claim(
+        self, scope: str, fingerprint: str, lease_s: float, now: float
+    ) -> IdemClaim:
+        """Atomically: absent or pending-with-expired-lease -> claimed (new token);
+        completed with the same fingerprint -> replay; different fingerprint (pending
+        or completed) -> conflict; pending with a live lease -> in_flight.
+
+        A completed record past its TTL and a pending claim past its lease count as
+        absent (whatever their fingerprint)."""
+        ...
+
+    async def idem_complete(
+        self, scope: str, token: str, record: bytes, ttl_s: float, now: float
+    ) -> bool:
+        """Store the answer if ``token`` still holds the claim; False otherwise. The
+        record then expires at ``now + ttl_s``."""
+        ...
+
+    async def idem_release(self, scope: str, token: str) -> None:
+        """Drop a pending claim held by ``token`` (nothing worth storing happened)."""
+        ...
+
+    async def sweep(self, now: float) -> int:
+        """Delete expired idempotency records and state idle for longer than the
+        store's workflow TTL; returns how many rows (entries) were removed."""
+        ...

@@ -1,0 +1,83 @@
+"""Token usage with "unknown" kept distinct from zero.
+
+A provider may or may not report a count; a stream cut off half-way never reports its
+completion count. Each field is ``None`` when unknown and an ``int`` when known, so a
+missing count can be estimated instead of silently billed as zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    # Completion tokens that were generated but never reported by the provider
+    # (a stream cut off before its usage block): estimated by the tokenizer.
+    partial_output_tokens: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        """True when the provider reported both input and output counts."""
+        return self.input_tokens is not None and self.output_tokens is not None
+
+    def merge(self, newer: Usage) -> Usage:
+        """Take every count ``newer`` knows; keep ours where it does not.
+
+        Anthropic reports cumulative counts in several events: the latest value wins,
+        counts are never summed.
+        """
+        return replace(
+            self,
+            input_tokens=_pick(newer.input_tokens, self.input_tokens),
+            output_tokens=_pick(newer.output_tokens, self.output_tokens),
+            cached_input_tokens=_pick(newer.cached_input_tokens, self.cached_input_tokens),
+            partial_output_tokens=_pick(newer.partial_output_tokens, self.partial_output_tokens),
+        )
+
+    def total(self) -> int:
+        """All tokens known, unknown counted as 0 (only for token caps and display)."""
+        return (
+            (self.input_tokens or 0)
+            + (self.output_tokens or 0)
+            + (self.partial_output_tokens or 0)
+        )
+
+    def by_kind(self) -> dict[str, int]:
+        """Known counts by the metric's ``kind`` label; unknown kinds are left out."""
+        kinds = {
+            "input": self.input_tokens,
+            "output": self.output_tokens,
+            "cached_input": self.cached_input_tokens,
+            "partial_output": self.partial_output_tokens,
+        }
+        return {k: v for k, v in kinds.items() if v is not None}
+
+
+def _pick(newer: int | None, older: int | None) -> int | None:
+    return newer if newer is not None else older
+
+
+def from_openai(block: object) -> Usage:
+    """Usage from an OpenAI ``usage`` object (chat or embeddings); tolerant of garbage."""
+    if not isinstance(block, dict):
+        return Usage()
+    details = block.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    output = block.get("completion_tokens")
+    if output is None and "prompt_tokens" in block and "total_tokens" in block:
+        output = 0  # embeddings: no completion at all, which is a known zero
+    return Usage(
+        input_tokens=_int_or_none(block.get("prompt_tokens")),
+        output_tokens=_int_or_none(output),
+        cached_input_tokens=_int_or_none(cached),
+    )
+
+
+def _int_or_none(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value

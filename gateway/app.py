@@ -1,0 +1,101 @@
+"""The composition root: builds and wires every object; the lifespan opens and closes
+the HTTP pool and the store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from accounting import tokens
+from accounting.budgets import Budgets
+from accounting.store import open_store
+from accounting.store.base import Store
+from gateway import routes
+from gateway.auth import Authenticator
+from gateway.config import FileConfig, Secrets, load
+from gateway.runtime import Runtime, build_models, build_providers, build_routes
+from gateway.telemetry import logging as log
+from gateway.telemetry import metrics
+
+
+def create_app(
+    config: FileConfig,
+    secrets: Secrets,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
+    store: Store | None = None,
+) -> Starlette:
+    """The gateway for ``config``; ``clock`` drives breakers, ``wall`` leases and expiry."""
+    client = _http_client(config)
+    providers = build_providers(config, secrets, client)
+    the_store = store or open_store(config.store)
+    auth = Authenticator(secrets.gateway_keys, secrets.admin_key)
+    rt = Runtime(
+        config=config,
+        models=build_models(config, providers),
+        routes=build_routes(config, clock),
+        auth=auth,
+        budgets=Budgets(the_store, wall),
+        store=the_store,
+        labels=metrics.Labels(config.models, [k.name for k in config.auth.keys]),
+        client=client,
+        wall=wall,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await rt.store.open()
+        await asyncio.to_thread(tokens.warm, [m.upstream_model for m in rt.models.values()])
+        if auth.open:
+            log.event("open_gateway", level=30,
+                      message="no gateway keys configured (auth.keys): ANYONE who can reach "
+                      "this port can spend through it")
+        log.event("started", models=sorted(rt.models), store=_store_kind(config.store))
+        try:
+            yield
+        finally:
+            await client.aclose()
+            await rt.store.close()
+
+    app = Starlette(routes=_routes(), lifespan=lifespan)
+    app.state.runtime = rt
+    return app
+
+
+def _routes() -> list[Route]:
+    return [
+        Route("/v1/chat/completions", routes.chat_completions, methods=["POST"]),
+        Route("/v1/embeddings", routes.embeddings, methods=["POST"]),
+        Route("/v1/models", routes.list_models, methods=["GET"]),
+        Route("/healthz", routes.healthz, methods=["GET"]),
+        Route("/readyz", routes.readyz, methods=["GET"]),
+        Route("/metrics", routes.prometheus, methods=["GET"]),
+    ]
+
+
+def _http_client(config: FileConfig) -> httpx.AsyncClient:
+    connections = max((p.max_connections for p in config.providers.values()), default=100)
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=connections,
+                            max_keepalive_connections=connections, keepalive_expiry=30),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def _store_kind(url: str) -> str:
+    return url.split(":", 1)[0]
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory for ``--workers N``: each worker loads $SPENDGATE_CONFIG."""
+    log.setup()
+    config, secrets = load(None)
+    return create_app(config, secrets)

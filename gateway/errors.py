@@ -1,0 +1,131 @@
+"""GatewayError: what the client sees, in OpenAI's error shape.
+
+Every foreign error is translated once, here, by ``translate``: the accounting and
+policy errors, and the request-parsing errors the routes raise directly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+
+from accounting.errors import BudgetExceeded, StoreUnavailable, WorkflowNotFound
+from accounting.pricing import micros_to_usd
+from policies.errors import DeadlineExceeded, NoRouteAvailable, RoutingFailed, UpstreamError
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "timeout_error",
+}
+
+
+class GatewayError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+        should_retry: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.param = param
+        self.headers = dict(headers or {})
+        if should_retry is not None:
+            self.headers["x-should-retry"] = "true" if should_retry else "false"
+
+    def body(self) -> bytes:
+        error = {
+            "message": self.message,
+            "type": ERROR_TYPES.get(self.status, "api_error"),
+            "param": self.param,
+            "code": self.code,
+        }
+        return orjson.dumps({"error": error})
+
+
+def bad_request(message: str, param: str | None = None) -> GatewayError:
+    return GatewayError(400, "invalid_request", message, param=param, should_retry=False)
+
+
+def _retry_after(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds)))
+
+
+def translate(exc: Exception) -> GatewayError:
+    """The one place foreign errors become what the client sees."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, BudgetExceeded):
+        return _budget(exc)
+    if isinstance(exc, StoreUnavailable):
+        return GatewayError(
+            503, "store_unavailable",
+            "the budget store is unreachable; budgets fail closed, so nothing was sent "
+            "upstream. Try again shortly.",
+            headers={"retry-after": "1"},
+        )
+    if isinstance(exc, WorkflowNotFound):
+        return GatewayError(404, "workflow_not_found", str(exc))
+    if isinstance(exc, NoRouteAvailable):
+        return GatewayError(
+            503, "no_route_available", str(exc),
+            headers={"retry-after": _retry_after(exc.retry_after_s)},
+        )
+    if isinstance(exc, DeadlineExceeded):
+        return GatewayError(504, "deadline_exceeded", str(exc), should_retry=False)
+    if isinstance(exc, RoutingFailed):
+        return _routing_failed(exc)
+    if isinstance(exc, UpstreamError):
+        return _routing_failed(RoutingFailed([]), exc)
+    raise exc
+
+
+def _budget(exc: BudgetExceeded) -> GatewayError:
+    if exc.unit == "usd":
+        detail = (
+            f"this request may cost up to ${micros_to_usd(exc.needed)} but the {exc.scope}"
+            f" budget has ${micros_to_usd(exc.remaining)} left of ${micros_to_usd(exc.limit)}"
+        )
+    else:
+        detail = (
+            f"this request may use up to {exc.needed} tokens but the {exc.scope}"
+            f" token budget has {exc.remaining} left of {exc.limit}"
+        )
+    hint = " Lower max_tokens, or raise the cap through the admin API."
+    return GatewayError(402, "budget_exceeded", detail + "; nothing was sent upstream." + hint,
+                        should_retry=False)
+
+
+def _routing_failed(exc: RoutingFailed, last: UpstreamError | None = None) -> GatewayError:
+    last = last or exc.last
+    summary = str(exc) or last.message
+    if last.kind == "rate_limited":
+        headers = {}
+        if last.retry_after_s is not None:
+            headers["retry-after"] = _retry_after(last.retry_after_s)
+        return GatewayError(
+            429, "rate_limited",
+            f"upstream rate limit outlasted retries and fallbacks ({summary})",
+            headers=headers, should_retry=False,
+        )
+    return GatewayError(
+        502, "upstream_error",
+        f"upstream failed after retries and fallbacks ({summary})", should_retry=False,
+    )

@@ -1,0 +1,66 @@
+"""A scripted fake LLM provider speaking the OpenAI and Anthropic HTTP APIs.
+
+Endpoints: ``POST /v1/chat/completions``, ``POST /v1/embeddings`` (OpenAI; need
+``Authorization: Bearer <non-empty>``), ``POST /v1/messages`` (Anthropic; need
+``x-api-key`` and ``anthropic-version``), ``GET /v1/models``, and the control API:
+``POST /_mock/script`` ``{"model": name, "steps": [step, ...], "default": step}``,
+``POST /_mock/reset``, ``GET /_mock/stats[?model=&since=]``, ``GET /_mock/health``.
+
+Scripts
+    Each provider request whose ``model`` equals a script's name pops its next step;
+    when the steps run out the script's ``default`` (or plain success) applies. A
+    script named ``"*"`` serves models without their own. Registering a model again
+    replaces its script. ``/_mock/reset`` clears all scripts (also those given to
+    ``create_app``/``serve``) and all stats.
+
+Step keys (all optional; ``{}`` is a normal success)
+    ``status``, ``headers``, ``body``: answer with that status, headers and body
+    (``body`` may be a raw string, e.g. deliberately malformed JSON). Without ``body``
+    a status >= 400 gets a provider-shaped error body; ``context_window: true`` makes
+    a 400 a context-length error, ``content_policy: true`` (OpenAI) a
+    ``content_policy_violation``. ``headers`` also apply to successes.
+    ``include_usage_on_error``: the error body carries a ``usage`` block.
+    ``delay_s``: wait before the response headers. ``chunk_delay_s``: wait before
+    each content chunk and before the closing events of a stream.
+    ``hang``: never answer. ``hang_after_chunks: N``: send N content chunks, then
+    nothing. ``reset_after_chunks: N``: send N content chunks, then drop the
+    connection mid-body. ``close_after_chunks: N``: send N content chunks, then end
+    the body cleanly with no finish event and no terminator. If several are set, the
+    smallest N wins; N beyond the content means "after all content". On a
+    non-streaming request these send half of the JSON body, then cut the same way.
+    ``no_done``: omit ``data: [DONE]`` (Anthropic: ``message_stop``).
+    ``malformed_at_chunk: N``: insert the event ``data: {not json`` after N content
+    chunks went out (N is a 0-based chunk index; the event carries no tokens).
+    ``tool_call: {"name", "arguments"}``: answer with a tool call (``arguments`` an
+    object, sent as ``json.dumps(arguments)``, or a string sent as is).
+    ``usage: false``: never send a usage block. ``cached_tokens: N``: report N
+    cached prompt tokens (OpenAI ``prompt_tokens_details.cached_tokens``; Anthropic
+    ``cache_read_input_tokens``, with ``input_tokens`` = prompt - N as Anthropic does).
+    ``completion_tokens: N``: generate N words instead of 20.
+
+Token truth (o200k_base)
+    The completion is a fixed cycle of words, each one token with its leading space;
+    ``max_tokens``/``max_completion_tokens`` cap it (finish ``length``). Prompt tokens:
+    for each message, the tokens of its text (a string, or the ``text`` of the parts of
+    a list) + 3, plus 3 per request; Anthropic's ``system`` counts as one more message.
+    Embeddings: the tokens of each string input, summed (token-id inputs count their
+    length). A tool call's completion tokens are the tokens of the function name plus
+    the tokens of the arguments JSON string; it is streamed as one opening chunk (id and
+    name; carries the name tokens) and argument fragments split on token boundaries (at
+    least 2 when the arguments have 2+ tokens; each carries its own tokens). Tool calls
+    ignore the output cap.
+
+Stats
+    One record per provider request (the last 5000): ``completion_tokens`` and
+    ``chunks_sent`` count only what was written before a cut, disconnect or reset.
+    ``prompt_tokens`` is the request's prompt count for every generation step, however
+    it ended (also hangs and cancellations); for a scripted error answer it is 0 unless
+    ``include_usage_on_error``. Non-streaming answers have ``chunks_sent`` 0. Outcomes:
+    ``ok``, ``error``, ``reset``, ``closed``, ``hang`` (still hanging, or ended by
+    server shutdown), ``cancelled`` (the client went away), ``pending`` (in flight).
+"""
+
+from gateway.mock_provider.app import MockProvider, create_app
+from gateway.mock_provider.server import load_script_file, serve
+
+__all__ = ["MockProvider", "create_app", "load_script_file", "serve"]

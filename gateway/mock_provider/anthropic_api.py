@@ -1,0 +1,172 @@
+"""Anthropic's Messages endpoint, as the mock answers it.
+
+Usage follows Anthropic's convention: ``input_tokens`` excludes cache reads, which are
+reported separately as ``cache_read_input_tokens`` (the stats record keeps the full
+prompt count in ``prompt_tokens`` and the cache part in ``cached_tokens``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.mock_provider import errors, tokens
+from gateway.mock_provider.exchange import JSON_TYPE, SSE_HEADERS
+from gateway.mock_provider.flow import Call
+from gateway.mock_provider.generation import (
+    Plan,
+    StreamEvents,
+    make_plan,
+    requested_cap,
+    run_partial_body,
+    run_stream,
+)
+from gateway.mock_provider.script import Step
+
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+MALFORMED = b"event: content_block_delta\ndata: {not json\n\n"
+
+
+def sse(event: str, document: dict[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(document) + b"\n\n"
+
+
+def usage_block(plan: Plan, output_tokens: int) -> dict[str, Any]:
+    return {
+        "input_tokens": plan.prompt_tokens - plan.cached_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": plan.cached_tokens,
+        "output_tokens": output_tokens,
+    }
+
+
+class MessagesApi:
+    id_header = "request-id"
+
+    def credential(self, headers: dict[str, str]) -> str | None:
+        return headers.get("x-api-key")
+
+    def reject(self, headers: dict[str, str], body: Any) -> tuple[int, dict[str, Any]] | None:
+        if not headers.get("x-api-key", "").strip():
+            return 401, errors.anthropic_error(
+                "authentication_error", "x-api-key header is required"
+            )
+        if not headers.get("anthropic-version", "").strip():
+            return 400, errors.anthropic_error(
+                "invalid_request_error", "anthropic-version: header is required"
+            )
+        if not isinstance(body, dict):
+            return 400, errors.anthropic_error(
+                "invalid_request_error", "The request body is not valid JSON."
+            )
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            return 400, errors.anthropic_error("invalid_request_error", "model: Field required")
+        return None
+
+    def prompt_tokens(self, body: dict[str, Any]) -> int:
+        return tokens.chat_prompt_tokens(body.get("messages"), body.get("system"))
+
+    def error_body(self, status: int, prompt_tokens: int, step: Step) -> dict[str, Any]:
+        return errors.anthropic_default_error(
+            status, prompt_tokens, context_window=step.context_window
+        )
+
+    def error_usage(self, prompt_tokens: int) -> dict[str, Any]:
+        return {"input_tokens": prompt_tokens, "output_tokens": 0}
+
+    async def generate(self, call: Call) -> None:
+        record, step = call.record, call.step
+        plan = make_plan(step, call.model, call.prompt_tokens, requested_cap(call.body))
+        record.cached_tokens = plan.cached_tokens
+        if call.body.get("stream") is True:
+            events = _stream_events(plan, record.id, usage=step.usage)
+            await run_stream(call.ex, record, step, events, call.headers(*SSE_HEADERS))
+            return
+        document = _message(plan, record.id)
+        if not step.usage:
+            del document["usage"]
+        payload = orjson.dumps(document)
+        if await run_partial_body(call.ex, record, step, payload, call.headers(JSON_TYPE)):
+            return
+        record.status, record.outcome = 200, "ok"
+        record.completion_tokens = plan.completion_tokens
+        await call.ex.respond(200, payload, call.headers(JSON_TYPE))
+
+
+def _tool_use_id(record_id: int) -> str:
+    return f"toolu_mock{record_id:08d}"
+
+
+def _message(plan: Plan, record_id: int) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "text", "text": plan.text}
+    if plan.tool is not None:
+        block = {
+            "type": "tool_use",
+            "id": _tool_use_id(record_id),
+            "name": plan.tool.name,
+            "input": plan.tool.input,
+        }
+    return {
+        "id": f"msg_mock{record_id:08d}",
+        "type": "message",
+        "role": "assistant",
+        "model": plan.model,
+        "content": [block],
+        "stop_reason": STOP_REASONS[plan.finish],
+        "stop_sequence": None,
+        "usage": usage_block(plan, plan.completion_tokens),
+    }
+
+
+def _stream_events(plan: Plan, record_id: int, *, usage: bool) -> StreamEvents:
+    message: dict[str, Any] = {
+        "id": f"msg_mock{record_id:08d}",
+        "type": "message",
+        "role": "assistant",
+        "model": plan.model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+    }
+    if usage:
+        message["usage"] = usage_block(plan, 1)
+    head = [sse("message_start", {"type": "message_start", "message": message})]
+    ping = sse("ping", {"type": "ping"})
+    if plan.tool is None:
+        start = {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "text", "text": ""},
+        }
+        head += [sse("content_block_start", start), ping]
+        content = [(_delta({"type": "text_delta", "text": piece}), n) for piece, n in plan.pieces]
+    else:
+        head.append(ping)
+        content = _tool_events(plan, record_id)
+    delta: dict[str, Any] = {
+        "type": "message_delta",
+        "delta": {"stop_reason": STOP_REASONS[plan.finish], "stop_sequence": None},
+    }
+    if usage:
+        delta["usage"] = {"output_tokens": plan.completion_tokens}
+    tail = [
+        sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        sse("message_delta", delta),
+    ]
+    terminal = sse("message_stop", {"type": "message_stop"})
+    return StreamEvents(head, content, tail, terminal, MALFORMED)
+
+
+def _delta(delta: dict[str, Any]) -> bytes:
+    return sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+
+
+def _tool_events(plan: Plan, record_id: int) -> list[tuple[bytes, int]]:
+    assert plan.tool is not None
+    block = {"type": "tool_use", "id": _tool_use_id(record_id), "name": plan.tool.name, "input": {}}
+    start = {"type": "content_block_start", "index": 0, "content_block": block}
+    content = [(sse("content_block_start", start), plan.tool_name_tokens)]
+    for piece, count in plan.pieces:
+        content.append((_delta({"type": "input_json_delta", "partial_json": piece}), count))
+    return content

@@ -1,0 +1,135 @@
+"""The path every provider request takes: record, authenticate, parse, pick the next
+scripted step, wait or hang as scripted, then answer with a scripted error or let the
+API generate its success."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from gateway.mock_provider.exchange import JSON_TYPE, Exchange, HeaderList, encode_headers
+from gateway.mock_provider.script import ScriptBook, Step
+from gateway.mock_provider.stats import PENDING, RequestRecord, Stats
+
+
+@dataclass(slots=True)
+class Call:
+    """One provider request being answered."""
+
+    ex: Exchange
+    record: RequestRecord
+    step: Step
+    body: dict[str, Any]
+    prompt_tokens: int
+    id_header: str
+
+    @property
+    def model(self) -> str:
+        return self.record.model or ""
+
+    def headers(self, *extra: tuple[bytes, bytes]) -> HeaderList:
+        """Response headers: the API's request id, the step's headers, then ``extra``."""
+        own = (self.id_header.encode(), f"req_mock{self.record.id}".encode())
+        return [own, *encode_headers(self.step.headers), *extra]
+
+
+class ProviderApi(Protocol):
+    id_header: str
+
+    def credential(self, headers: dict[str, str]) -> str | None:
+        """The credential header value to record (Authorization or x-api-key)."""
+
+    def reject(self, headers: dict[str, str], body: Any) -> tuple[int, dict[str, Any]] | None:
+        """An error answer when auth or the request shape is wrong, else None."""
+
+    def prompt_tokens(self, body: dict[str, Any]) -> int: ...
+
+    def error_body(self, status: int, prompt_tokens: int, step: Step) -> dict[str, Any]:
+        """The provider-shaped default error body for a scripted ``status``."""
+
+    def error_usage(self, prompt_tokens: int) -> dict[str, Any]: ...
+
+    async def generate(self, call: Call) -> None:
+        """Send a successful answer and fill in the record's tokens and outcome."""
+
+
+def _parse(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+async def handle(api: ProviderApi, ex: Exchange, scripts: ScriptBook, stats: Stats) -> None:
+    """Serve one provider request and close its stats record however it ends."""
+    record = stats.start(ex.path, ex.headers)
+    try:
+        await _serve(api, ex, record, scripts, stats)
+    except asyncio.CancelledError:
+        if record.outcome == PENDING:
+            record.outcome = "cancelled"
+        raise
+    finally:
+        ex.close()
+        if record.outcome == PENDING:
+            record.outcome = "error"  # the handler failed before deciding an outcome
+        stats.finish(record)
+
+
+async def _serve(
+    api: ProviderApi, ex: Exchange, record: RequestRecord, scripts: ScriptBook, stats: Stats
+) -> None:
+    record.authorization = api.credential(ex.headers)
+    raw = await ex.read_body()
+    if raw is None:
+        record.outcome = "cancelled"
+        return
+    body = _parse(raw)
+    stats.identify(record, body)
+    rejection = api.reject(ex.headers, body)
+    if rejection is not None or not isinstance(body, dict):
+        status, document = rejection or (400, {})
+        record.status, record.outcome = status, "error"
+        await ex.respond_json(status, document, [])
+        return
+    step = scripts.next_step(record.model)
+    call = Call(ex, record, step, body, api.prompt_tokens(body), api.id_header)
+    await answer(api, call)
+
+
+async def answer(api: ProviderApi, call: Call) -> None:
+    """Apply the step's delay and hang, then a scripted error or a generated success."""
+    step, record, ex = call.step, call.record, call.ex
+    if not step.is_custom:
+        record.prompt_tokens = call.prompt_tokens
+    if step.delay_s and not await ex.pause(step.delay_s):
+        record.outcome = "cancelled"
+        return
+    if step.hang:
+        record.outcome = "hang"
+        await ex.wait_disconnect()
+        record.outcome = "cancelled"
+        return
+    if step.is_custom:
+        await _scripted_answer(api, call)
+        return
+    await api.generate(call)
+
+
+async def _scripted_answer(api: ProviderApi, call: Call) -> None:
+    step, record = call.step, call.record
+    status = step.status or 200
+    body = step.body
+    if body is None:
+        body = api.error_body(status, call.prompt_tokens, step)
+    if step.include_usage_on_error:
+        record.prompt_tokens = call.prompt_tokens
+        if isinstance(body, dict) and "usage" not in body:
+            body = {**body, "usage": api.error_usage(call.prompt_tokens)}
+    payload = body.encode() if isinstance(body, str) else orjson.dumps(body)
+    record.status = status
+    record.outcome = "error" if status >= 400 else "ok"
+    await call.ex.respond(status, payload, call.headers(JSON_TYPE))

@@ -1,0 +1,164 @@
+"""Anthropic's Messages API behind the OpenAI chat-completions shape.
+
+The translation is pure (``anthropic_translate``, ``anthropic_stream``); this file
+only sends and classifies.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+
+from gateway import sse
+from gateway.providers.anthropic_stream import (
+    AnthropicStreamTranslator,
+    error_to_openai,
+    from_anthropic_response,
+    is_context_window_error,
+    usage_from_anthropic,
+)
+from gateway.providers.anthropic_translate import TranslationError, to_anthropic_request
+from gateway.providers.base import Completed, StreamState, UpstreamCall, pass_headers
+from gateway.providers.classify import json_or_none, stream_broken
+from gateway.providers.transport import Transport
+from policies.errors import UpstreamError
+
+
+class AnthropicProvider:
+    def __init__(
+        self, name: str, base_url: str, api_key: str, transport: Transport, *, version: str
+    ) -> None:
+        self.name = name
+        self._url = base_url.rstrip("/") + "/v1/messages"
+        self._transport = transport
+        self._headers = {
+            "x-api-key": api_key,
+            "anthropic-version": version,
+            "content-type": "application/json",
+            "accept-encoding": "identity",
+        }
+
+    def __repr__(self) -> str:
+        return f"AnthropicProvider({self.name!r}, {self._url!r})"
+
+    def _request(self, call: UpstreamCall) -> bytes:
+        if call.endpoint != "chat":
+            raise UpstreamError(
+                f"{self.name} (Anthropic) has no embeddings endpoint", kind="client_error",
+                status=400,
+                body=_openai_error("this model does not support embeddings", "model"),
+            )
+        try:
+            body = to_anthropic_request(dict(call.body), call.upstream_model,
+                                        call.max_output_tokens)
+        except TranslationError as exc:
+            raise UpstreamError(
+                f"cannot translate the request for {self.name}: {exc}", kind="client_error",
+                status=400, body=_openai_error(str(exc), exc.param),
+            ) from None
+        return orjson.dumps(body)
+
+    def _fail(self, response: httpx.Response, body: bytes) -> UpstreamError:
+        payload = json_or_none(body)
+        usage = None
+        if isinstance(payload, dict) and isinstance(payload.get("usage"), dict):
+            usage = usage_from_anthropic(payload["usage"])
+        return self._transport.fail(
+            response, orjson.dumps(error_to_openai(response.status_code, payload)),
+            context_window=is_context_window_error(response.status_code, payload), usage=usage,
+        )
+
+    async def complete(self, call: UpstreamCall) -> Completed:
+        content = self._request(call)
+        headers = {**call.headers, **self._headers}
+        response = await self._transport.post(self._url, headers, content, stream=False)
+        body = response.content
+        if response.status_code >= 400:
+            raise self._fail(response, body)
+        payload = json_or_none(body)
+        if not isinstance(payload, dict):
+            raise UpstreamError(
+                f"{self.name} answered something that is not JSON", kind="server_error",
+                status=response.status_code, retryable=True, breaker_failure=True,
+            )
+        model = str(call.body.get("model", call.upstream_model))
+        translated = from_anthropic_response(payload, model, int(time.time()))
+        usage = usage_from_anthropic(payload.get("usage"))
+        out_headers = {"content-type": "application/json"}
+        return Completed(response.status_code, out_headers, orjson.dumps(translated), usage,
+                         call.upstream_model)
+
+    async def stream(self, call: UpstreamCall) -> AnthropicStream:
+        content = self._request(call)
+        headers = {**call.headers, **self._headers}
+        response = await self._transport.post(self._url, headers, content, stream=True)
+        if response.status_code >= 400:
+            raise self._fail(response, await self._transport.read_error(response))
+        wants_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        model = str(call.body.get("model", call.upstream_model))
+        translator = AnthropicStreamTranslator(model, int(time.time()), wants_usage)
+        return AnthropicStream(self.name, response, self._transport, translator)
+
+
+def _openai_error(message: str, param: str | None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error",
+                                   "param": param, "code": "invalid_request"}})
+
+
+class AnthropicStream:
+    """Anthropic SSE events -> OpenAI ``chat.completion.chunk`` events."""
+
+    def __init__(
+        self, provider: str, response: httpx.Response, transport: Transport,
+        translator: AnthropicStreamTranslator,
+    ) -> None:
+        self.provider = provider
+        self.status = response.status_code
+        self.headers = {**pass_headers(response.headers), "content-type": "text/event-stream"}
+        self.state = StreamState()
+        self._response = response
+        self._transport = transport
+        self._tr = translator
+        self.state.text_source = lambda: translator.text_so_far
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        decoder = sse.Decoder()
+        async for raw in self._transport.chunks(self._response):
+            for event in decoder.feed(raw):
+                for out in self._on_event(event):
+                    yield out
+            if self.state.done:
+                yield sse.DONE_FRAME
+                return
+        if self._tr.finish_reason is None:
+            raise stream_broken(self.provider, "ended before the answer finished")
+        self.state.anomalies.append("missing_done")
+        self.state.done = True
+        yield sse.DONE_FRAME
+
+    def _on_event(self, event: sse.Event) -> list[bytes]:
+        try:
+            data = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            self.state.anomalies.append("malformed_event")
+            return []
+        if not isinstance(data, dict):
+            self.state.anomalies.append("malformed_event")
+            return []
+        chunks = self._tr.feed(event.event or data.get("type"), data)
+        self._sync()
+        if self._tr.error is not None:
+            raise stream_broken(self.provider, f"reported an error: {self._tr.error}")
+        return [sse.frame(orjson.dumps(chunk)) for chunk in chunks]
+
+    def _sync(self) -> None:
+        state = self.state
+        state.usage = self._tr.usage
+        state.finish_reason = self._tr.finish_reason
+        state.done = self._tr.finished and self._tr.finish_reason is not None
+
+    async def aclose(self) -> None:
+        await self._response.aclose()

@@ -1,0 +1,390 @@
+"""The Anthropic -> OpenAI direction: responses, usage, errors and streams (pure, no I/O).
+
+``from_anthropic_response`` turns a Messages response into a ``chat.completion``;
+``usage_from_anthropic``/``usage_to_openai`` convert usage blocks; ``error_to_openai`` and
+the ``is_*_error`` classifiers read Anthropic error bodies.
+
+``AnthropicStreamTranslator`` is pure and stateful: feed every parsed SSE event (``event``
+name and decoded ``data``) in order; each call returns the ``chat.completion.chunk`` dicts
+to send. It does no I/O and never decides how a stream ends: after an ``error`` event it
+only records the payload.
+
+Stream mapping:
+
+* ``message_start`` -> ``{"role": "assistant", "content": ""}`` chunk (records usage).
+* ``text_delta`` -> ``{"content": text}``; thinking blocks and their deltas are dropped.
+* ``tool_use`` block start -> a ``tool_calls`` chunk with id, name and ``arguments: ""``;
+  ``input_json_delta`` -> argument fragments. A tool block that streamed no argument
+  text at all gets one ``"{}"`` fragment on ``content_block_stop`` so clients can parse it.
+* ``message_delta`` with a ``stop_reason`` -> ``{}`` delta with the mapped finish_reason.
+* ``message_stop`` -> the ``choices: []`` usage chunk when ``include_usage``.
+* ``ping``, ``content_block_stop`` of text blocks and unknown events -> nothing.
+
+Usage counts are cumulative on Anthropic's side: each raw counter keeps its latest value
+and ``usage`` is derived from them (never summed across events).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from accounting.usage import Usage
+
+JSON = dict[str, Any]
+
+_STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+_STATUS_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+_CONTEXT_MARKERS = (
+    "prompt is too long",
+    "exceed context limit",
+    "exceeds context limit",
+    "context window",
+    "context length",
+)
+_POLICY_MARKERS = ("content filtering policy", "content policy", "usage policy", "output blocked")
+_MAX_ERROR_MESSAGE = 1000
+
+
+def map_stop_reason(stop_reason: object) -> str | None:
+    """Anthropic ``stop_reason`` -> OpenAI ``finish_reason`` (unknown reasons -> "stop")."""
+    if stop_reason is None:
+        return None
+    return _STOP_REASONS.get(str(stop_reason), "stop")
+
+
+def from_anthropic_response(resp: JSON, model: str, created: int) -> JSON:
+    """Anthropic Messages response -> OpenAI ``chat.completion`` (thinking is dropped)."""
+    texts: list[str] = []
+    calls: list[JSON] = []
+    content = resp.get("content")
+    for block in content if isinstance(content, list) else []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            texts.append(str(block.get("text") or ""))
+        elif block.get("type") == "tool_use":
+            calls.append(_tool_call(block))
+    message: JSON = {"role": "assistant", "content": "".join(texts) if texts else None}
+    if calls:
+        message["tool_calls"] = calls
+    choice: JSON = {
+        "index": 0,
+        "message": message,
+        "logprobs": None,
+        "finish_reason": map_stop_reason(resp.get("stop_reason")) or "stop",
+    }
+    out: JSON = {
+        "id": str(resp.get("id") or ""),
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [choice],
+    }
+    usage = resp.get("usage")
+    if isinstance(usage, dict):
+        out["usage"] = usage_to_openai(usage_from_anthropic(usage))
+    return out
+
+
+def _tool_call(block: JSON) -> JSON:
+    arguments = block.get("input")
+    return {
+        "id": str(block.get("id") or ""),
+        "type": "function",
+        "function": {
+            "name": str(block.get("name") or ""),
+            "arguments": json.dumps(
+                arguments if arguments is not None else {},
+                ensure_ascii=False,
+                separators=(",", ":"),
+            ),
+        },
+    }
+
+
+def usage_from_anthropic(block: object) -> Usage:
+    """Usage from an Anthropic ``usage`` object; input counts include both cache kinds."""
+    if not isinstance(block, dict):
+        return Usage()
+    base = _count(block.get("input_tokens"))
+    read = _count(block.get("cache_read_input_tokens"))
+    written = _count(block.get("cache_creation_input_tokens"))
+    return Usage(
+        input_tokens=None if base is None else base + (read or 0) + (written or 0),
+        output_tokens=_count(block.get("output_tokens")),
+        cached_input_tokens=read,
+    )
+
+
+def usage_to_openai(usage: Usage) -> JSON:
+    """OpenAI ``usage`` object; unknown counts are reported as 0."""
+    prompt = usage.input_tokens or 0
+    completion = usage.output_tokens or 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens or 0},
+    }
+
+
+def _count(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def error_to_openai(status: int, body: object) -> JSON:
+    """Anthropic error body (dict, JSON text/bytes or anything) -> OpenAI error body."""
+    kind, message = _error_fields(status, body)
+    code: str | None = None
+    if _is_context_message(status, message):
+        code = "context_length_exceeded"
+    elif _is_policy_message(status, message):
+        code = "content_policy_violation"
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def is_context_window_error(status: int, body: object) -> bool:
+    """True when Anthropic rejected the request because the prompt is too long."""
+    return _is_context_message(status, _error_fields(status, body)[1])
+
+
+def is_content_policy_error(status: int, body: object) -> bool:
+    """True when Anthropic blocked the request or output by content policy."""
+    return _is_policy_message(status, _error_fields(status, body)[1])
+
+
+def _is_context_message(status: int, message: str) -> bool:
+    lowered = message.lower()
+    return status < 500 and any(marker in lowered for marker in _CONTEXT_MARKERS)
+
+
+def _is_policy_message(status: int, message: str) -> bool:
+    lowered = message.lower()
+    return status < 500 and any(marker in lowered for marker in _POLICY_MARKERS)
+
+
+def _error_fields(status: int, body: object) -> tuple[str, str]:
+    parsed = _maybe_json(body)
+    err = parsed.get("error") if isinstance(parsed, dict) else None
+    kind = err.get("type") if isinstance(err, dict) else None
+    message = err.get("message") if isinstance(err, dict) else err
+    if not isinstance(message, str) or not message.strip():
+        text = parsed if isinstance(parsed, str) else ""
+        message = text.strip() or f"upstream returned HTTP {status}"
+    if not isinstance(kind, str) or not kind:
+        fallback = "api_error" if status >= 500 else "invalid_request_error"
+        kind = _STATUS_TYPES.get(status, fallback)
+    return kind, message[:_MAX_ERROR_MESSAGE]
+
+
+def _maybe_json(body: object) -> object:
+    if isinstance(body, bytes | bytearray):
+        body = bytes(body).decode("utf-8", errors="replace")
+    if isinstance(body, str):
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return body
+        return parsed if isinstance(parsed, dict) else body
+    return body
+
+
+# ---------------------------------------------------------------------------- stream
+
+
+@dataclass(slots=True)
+class _ToolBlock:
+    index: int
+    has_arguments: bool = False
+
+
+class AnthropicStreamTranslator:
+    """Turns Anthropic stream events into OpenAI ``chat.completion.chunk`` dicts."""
+
+    def __init__(self, model: str, created: int, include_usage: bool) -> None:
+        self._model = model
+        self._created = created
+        self._include_usage = include_usage
+        self._id = ""
+        self._raw_usage: dict[str, int] = {}
+        self._tools: dict[int, _ToolBlock] = {}
+        self._finish_reason: str | None = None
+        self._finished = False
+        self._error: JSON | None = None
+        self._fragments: list[str] = []
+
+    @property
+    def usage(self) -> Usage:
+        """Latest cumulative usage seen so far (``None`` fields when not reported)."""
+        return usage_from_anthropic(self._raw_usage)
+
+    @property
+    def finished(self) -> bool:
+        """A ``message_stop`` or a ``message_delta`` carrying a stop_reason was seen."""
+        return self._finished
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self._finish_reason
+
+    @property
+    def error(self) -> JSON | None:
+        """The whole Anthropic ``error`` event payload, if one came."""
+        return self._error
+
+    @property
+    def text_so_far(self) -> str:
+        """All text and tool-argument fragments emitted so far."""
+        return "".join(self._fragments)
+
+    def feed(self, event: str | None, data: JSON) -> list[JSON]:
+        """Translate one event; ``data["type"]`` wins over the SSE ``event`` name."""
+        kind = data.get("type") if isinstance(data.get("type"), str) else event
+        match kind:
+            case "message_start":
+                return self._on_message_start(data)
+            case "content_block_start":
+                return self._on_block_start(data)
+            case "content_block_delta":
+                return self._on_block_delta(data)
+            case "content_block_stop":
+                return self._on_block_stop(data)
+            case "message_delta":
+                return self._on_message_delta(data)
+            case "message_stop":
+                return self._on_message_stop()
+            case "error":
+                self._error = data
+                return []
+            case _:
+                return []
+
+    # ------------------------------------------------------------------ handlers
+
+    def _on_message_start(self, data: JSON) -> list[JSON]:
+        message = data.get("message")
+        if isinstance(message, dict):
+            self._id = str(message.get("id") or self._id)
+            self._absorb_usage(message.get("usage"))
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def _on_block_start(self, data: JSON) -> list[JSON]:
+        block = data.get("content_block")
+        index = data.get("index")
+        if not isinstance(block, dict) or not isinstance(index, int):
+            return []
+        if block.get("type") == "text":
+            return self._text_chunks(block.get("text"))
+        if block.get("type") != "tool_use":
+            return []
+        tool = _ToolBlock(index=len(self._tools))
+        self._tools[index] = tool
+        call = {
+            "index": tool.index,
+            "id": str(block.get("id") or ""),
+            "type": "function",
+            "function": {"name": str(block.get("name") or ""), "arguments": ""},
+        }
+        return [self._chunk({"tool_calls": [call]})]
+
+    def _on_block_delta(self, data: JSON) -> list[JSON]:
+        delta = data.get("delta")
+        if not isinstance(delta, dict):
+            return []
+        if delta.get("type") == "text_delta":
+            return self._text_chunks(delta.get("text"))
+        tool = self._tool_at(data)
+        fragment = delta.get("partial_json")
+        if delta.get("type") != "input_json_delta" or tool is None:
+            return []
+        if not isinstance(fragment, str) or not fragment:
+            return []
+        tool.has_arguments = True
+        return [self._arguments_chunk(tool, fragment)]
+
+    def _on_block_stop(self, data: JSON) -> list[JSON]:
+        tool = self._tool_at(data)
+        if tool is None or tool.has_arguments:
+            return []
+        tool.has_arguments = True
+        return [self._arguments_chunk(tool, "{}")]
+
+    def _on_message_delta(self, data: JSON) -> list[JSON]:
+        self._absorb_usage(data.get("usage"))
+        delta = data.get("delta")
+        stop_reason = delta.get("stop_reason") if isinstance(delta, dict) else None
+        if stop_reason is None:
+            return []
+        self._finish_reason = map_stop_reason(stop_reason)
+        self._finished = True
+        return [self._chunk({}, self._finish_reason)]
+
+    def _on_message_stop(self) -> list[JSON]:
+        self._finished = True
+        if not self._include_usage:
+            return []
+        chunk = self._envelope()
+        chunk["choices"] = []
+        chunk["usage"] = usage_to_openai(self.usage)
+        return [chunk]
+
+    # ------------------------------------------------------------------- helpers
+
+    def _absorb_usage(self, block: object) -> None:
+        if not isinstance(block, dict):
+            return
+        for key, value in block.items():
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                self._raw_usage[key] = value
+
+    def _tool_at(self, data: JSON) -> _ToolBlock | None:
+        index = data.get("index")
+        return self._tools.get(index) if isinstance(index, int) else None
+
+    def _text_chunks(self, text: object) -> list[JSON]:
+        if not isinstance(text, str) or not text:
+            return []
+        self._fragments.append(text)
+        return [self._chunk({"content": text})]
+
+    def _arguments_chunk(self, tool: _ToolBlock, fragment: str) -> JSON:
+        self._fragments.append(fragment)
+        call = {"index": tool.index, "function": {"arguments": fragment}}
+        return self._chunk({"tool_calls": [call]})
+
+    def _envelope(self) -> JSON:
+        return {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+        }
+
+    def _chunk(self, delta: JSON, finish_reason: str | None = None) -> JSON:
+        chunk = self._envelope()
+        chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+        return chunk

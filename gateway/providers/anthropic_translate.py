@@ -1,0 +1,394 @@
+"""Pure translation between OpenAI Chat Completions and Anthropic's Messages API.
+
+``to_anthropic_request`` builds the Anthropic body from a whitelist, so OpenAI-only
+fields never reach Anthropic. Fields Anthropic cannot honour:
+
+* ``n`` > 1, ``logprobs: true``, ``response_format`` other than ``{"type": "text"}``,
+  audio/file-id content parts and non-function tools raise ``TranslationError``
+  (the gateway answers 400 with ``param`` set).
+* ``frequency_penalty``, ``presence_penalty``, ``logit_bias``, ``seed``, ``top_logprobs``,
+  ``stream_options``, ``service_tier``, ``store``, ``metadata``, ``reasoning_effort``,
+  ``modalities``, ``prediction`` and unknown keys are dropped.
+* ``temperature`` is clamped to Anthropic's 0..1 range; ``top_p`` outside 0..1 raises and
+  ``top_p: 1`` (the default) is omitted.
+* ``system``/``developer`` messages anywhere in the list are hoisted to ``system``.
+* Assistant tool-call ``arguments`` that are not a JSON object (for example a call cut off
+  by ``finish_reason: "length"`` and echoed back in the history) become ``{}``: OpenAI
+  accepts such histories, so rejecting them would break agent loops.
+* Empty text parts are dropped (Anthropic rejects empty text blocks); a message left
+  without any block is dropped too.
+* ``cache_control`` on content parts, tools and system parts is passed through.
+
+The Anthropic -> OpenAI direction (responses, usage, errors, streams) lives in
+``gateway.providers.anthropic_stream``; it is re-exported here with the request side.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gateway.providers.anthropic_stream import (
+    AnthropicStreamTranslator,
+    error_to_openai,
+    from_anthropic_response,
+    is_content_policy_error,
+    is_context_window_error,
+    map_stop_reason,
+    usage_from_anthropic,
+    usage_to_openai,
+)
+
+__all__ = ["AnthropicStreamTranslator", "TranslationError", "error_to_openai"]
+__all__ += ["from_anthropic_response", "is_content_policy_error", "is_context_window_error"]
+__all__ += ["map_stop_reason", "to_anthropic_request", "usage_from_anthropic", "usage_to_openai"]
+
+JSON = dict[str, Any]
+
+_EMPTY_SCHEMA: JSON = {"type": "object", "properties": {}}
+_TOOL_CHOICES: dict[str, JSON] = {"auto": {"type": "auto"}, "required": {"type": "any"}}
+_TOOL_CHOICES["none"] = {"type": "none"}
+
+
+class TranslationError(ValueError):
+    """The OpenAI request cannot be expressed for Anthropic; ``param`` names the field."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+def to_anthropic_request(body: JSON, upstream_model: str, default_max_tokens: int) -> JSON:
+    """OpenAI chat request body -> Anthropic Messages request body."""
+    if not isinstance(body, dict):
+        raise TranslationError("request body must be a JSON object")
+    _reject_unsupported(body)
+    system, messages = _translate_messages(body.get("messages"))
+    out: JSON = {
+        "model": upstream_model,
+        "messages": messages,
+        "max_tokens": _max_tokens(body, default_max_tokens),
+    }
+    if system is not None:
+        out["system"] = system
+    out.update(_sampling(body))
+    out.update(_tools(body))
+    stream = body.get("stream")
+    if stream is not None:
+        if not isinstance(stream, bool):
+            raise TranslationError("'stream' must be a boolean", "stream")
+        out["stream"] = stream
+    user = body.get("user")
+    if isinstance(user, str) and user:
+        out["metadata"] = {"user_id": user}
+    return out
+
+
+def _reject_unsupported(body: JSON) -> None:
+    n = body.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise TranslationError("'n' must be a positive integer", "n")
+    if n is not None and n > 1:
+        raise TranslationError("n > 1 is not supported for this model", "n")
+    if body.get("logprobs") is True:
+        raise TranslationError("logprobs are not supported for this model", "logprobs")
+    fmt = body.get("response_format")
+    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        raise TranslationError("only response_format 'text' is supported", "response_format")
+
+
+def _translate_messages(raw: object) -> tuple[str | list[JSON] | None, list[JSON]]:
+    if not isinstance(raw, list) or not raw:
+        raise TranslationError("'messages' must be a non-empty array", "messages")
+    system: list[JSON] = []
+    turns: list[JSON] = []
+    for i, msg in enumerate(raw):
+        param = f"messages[{i}]"
+        if not isinstance(msg, dict):
+            raise TranslationError("each message must be an object", param)
+        role = msg.get("role")
+        if role in ("system", "developer"):
+            system.extend(_system_blocks(msg.get("content"), param))
+            continue
+        target, blocks = _message_blocks(role, msg, param)
+        _append_turn(turns, target, blocks)
+    if not turns:
+        raise TranslationError("no non-empty user or assistant message", "messages")
+    return _system_value(system), turns
+
+
+def _message_blocks(role: object, msg: JSON, param: str) -> tuple[str, list[JSON]]:
+    if role == "user":
+        return "user", _content_blocks(msg.get("content"), param)
+    if role == "assistant":
+        return "assistant", _assistant_blocks(msg, param)
+    if role == "tool":
+        return "user", [_tool_result_block(msg, param)]
+    raise TranslationError(f"unsupported message role {role!r}", f"{param}.role")
+
+
+def _append_turn(turns: list[JSON], role: str, blocks: list[JSON]) -> None:
+    if not blocks:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1]["content"].extend(blocks)
+    else:
+        turns.append({"role": role, "content": list(blocks)})
+
+
+def _system_blocks(content: object, param: str) -> list[JSON]:
+    blocks = _content_blocks(content, param)
+    if any(block["type"] != "text" for block in blocks):
+        raise TranslationError("system messages may only contain text", f"{param}.content")
+    return blocks
+
+
+def _system_value(blocks: list[JSON]) -> str | list[JSON] | None:
+    if not blocks:
+        return None
+    if len(blocks) == 1 and set(blocks[0]) == {"type", "text"}:
+        text: str = blocks[0]["text"]
+        return text
+    return blocks
+
+
+def _content_blocks(content: object, param: str) -> list[JSON]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if not isinstance(content, list):
+        raise TranslationError(
+            "content must be a string or an array of content parts", f"{param}.content"
+        )
+    blocks: list[JSON] = []
+    for j, part in enumerate(content):
+        block = _part_block(part, f"{param}.content[{j}]")
+        if block is not None:
+            blocks.append(block)
+    return blocks
+
+
+def _part_block(part: object, param: str) -> JSON | None:
+    if not isinstance(part, dict):
+        raise TranslationError("each content part must be an object", param)
+    kind = part.get("type")
+    block: JSON | None
+    if kind in ("text", "refusal"):
+        text = part.get(kind)
+        if not isinstance(text, str):
+            raise TranslationError(f"'{kind}' must be a string", f"{param}.{kind}")
+        block = {"type": "text", "text": text} if text else None
+    elif kind == "image_url":
+        block = _image_block(part.get("image_url"), param)
+    elif kind == "file":
+        block = _document_block(part.get("file"), param)
+    else:
+        raise TranslationError(f"unsupported content part type {kind!r}", f"{param}.type")
+    cache_control = part.get("cache_control")
+    if block is not None and isinstance(cache_control, dict):
+        block["cache_control"] = cache_control
+    return block
+
+
+def _image_block(image_url: object, param: str) -> JSON:
+    url = image_url.get("url") if isinstance(image_url, dict) else image_url
+    param = f"{param}.image_url.url"
+    if not isinstance(url, str) or not url:
+        raise TranslationError("image_url.url must be a non-empty string", param)
+    lowered = url[:8].lower()
+    if lowered.startswith("data:"):
+        source = _data_url_source(url, param)
+        if not source["media_type"].startswith("image/"):
+            raise TranslationError("image data URL must have an image/* media type", param)
+        return {"type": "image", "source": source}
+    if lowered.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise TranslationError("image_url must be an http(s) URL or a base64 data URL", param)
+
+
+def _document_block(file: object, param: str) -> JSON:
+    data = file.get("file_data") if isinstance(file, dict) else None
+    if not isinstance(file, dict) or not isinstance(data, str):
+        raise TranslationError("only inline file_data is supported in file parts", f"{param}.file")
+    source = _data_url_source(data, f"{param}.file.file_data")
+    if source["media_type"] != "application/pdf":
+        raise TranslationError("only PDF files are supported", f"{param}.file.file_data")
+    block: JSON = {"type": "document", "source": source}
+    filename = file.get("filename")
+    if isinstance(filename, str) and filename:
+        block["title"] = filename
+    return block
+
+
+def _data_url_source(url: str, param: str) -> JSON:
+    header, sep, data = url[len("data:") :].partition(",")
+    fields = [field.strip().lower() for field in header.split(";")]
+    if not sep or "base64" not in fields[1:] or not fields[0] or not data.strip():
+        raise TranslationError("data URL must be of the form data:<type>;base64,<data>", param)
+    return {"type": "base64", "media_type": fields[0], "data": data.strip()}
+
+
+def _assistant_blocks(msg: JSON, param: str) -> list[JSON]:
+    blocks = _content_blocks(msg.get("content"), param)
+    calls = msg.get("tool_calls")
+    if calls is None:
+        return blocks
+    if not isinstance(calls, list):
+        raise TranslationError("'tool_calls' must be an array", f"{param}.tool_calls")
+    for k, call in enumerate(calls):
+        blocks.append(_tool_use_block(call, f"{param}.tool_calls[{k}]"))
+    return blocks
+
+
+def _tool_use_block(call: object, param: str) -> JSON:
+    if not isinstance(call, dict) or call.get("type", "function") != "function":
+        raise TranslationError("each tool call must be a function call object", param)
+    call_id = call.get("id")
+    if not isinstance(call_id, str) or not call_id:
+        raise TranslationError("tool call 'id' must be a non-empty string", f"{param}.id")
+    fn = call.get("function")
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if not isinstance(fn, dict) or not isinstance(name, str) or not name:
+        raise TranslationError("tool call needs a function name", f"{param}.function.name")
+    arguments = _tool_arguments(fn.get("arguments"), f"{param}.function.arguments")
+    return {"type": "tool_use", "id": call_id, "name": name, "input": arguments}
+
+
+def _tool_arguments(raw: object, param: str) -> JSON:
+    if isinstance(raw, dict):
+        return raw
+    if raw is None:
+        return {}
+    if not isinstance(raw, str):
+        raise TranslationError("tool call arguments must be a JSON string", param)
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _tool_result_block(msg: JSON, param: str) -> JSON:
+    call_id = msg.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise TranslationError("tool messages need a 'tool_call_id'", f"{param}.tool_call_id")
+    block: JSON = {"type": "tool_result", "tool_use_id": call_id}
+    content = msg.get("content")
+    if isinstance(content, str):
+        if content:
+            block["content"] = content
+        return block
+    blocks = _content_blocks(content, param)
+    if blocks:
+        block["content"] = blocks
+    return block
+
+
+def _max_tokens(body: JSON, default: int) -> int:
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TranslationError(f"'{key}' must be a positive integer", key)
+        return value
+    return default
+
+
+def _sampling(body: JSON) -> JSON:
+    out: JSON = {}
+    temperature = _number(body, "temperature")
+    if temperature is not None:
+        out["temperature"] = min(max(temperature, 0), 1)
+    top_p = _number(body, "top_p")
+    if top_p is not None:
+        if not 0 <= top_p <= 1:
+            raise TranslationError("'top_p' must be between 0 and 1", "top_p")
+        if top_p != 1:  # 1 is the default; newer models reject temperature with top_p
+            out["top_p"] = top_p
+    stop = _stop_sequences(body.get("stop"))
+    if stop:
+        out["stop_sequences"] = stop
+    return out
+
+
+def _number(body: JSON, key: str) -> float | int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise TranslationError(f"'{key}' must be a number", key)
+    return value
+
+
+def _stop_sequences(raw: object) -> list[str]:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        return [raw] if raw else []
+    if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+        raise TranslationError("'stop' must be a string or an array of strings", "stop")
+    return [s for s in raw if s]
+
+
+def _tools(body: JSON) -> JSON:
+    tools = body.get("tools")
+    choice = body.get("tool_choice")
+    if not tools:
+        if isinstance(choice, dict):
+            raise TranslationError(
+                "'tool_choice' names a tool but no tools were given", "tool_choice"
+            )
+        return {}
+    if not isinstance(tools, list):
+        raise TranslationError("'tools' must be an array", "tools")
+    out: JSON = {"tools": [_tool_def(tool, f"tools[{i}]") for i, tool in enumerate(tools)]}
+    tool_choice = _tool_choice(choice)
+    if body.get("parallel_tool_calls") is False:
+        tool_choice = tool_choice or {"type": "auto"}
+        if tool_choice["type"] != "none":
+            tool_choice = {**tool_choice, "disable_parallel_tool_use": True}
+    if tool_choice is not None:
+        out["tool_choice"] = tool_choice
+    return out
+
+
+def _tool_def(tool: object, param: str) -> JSON:
+    if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+        raise TranslationError("only function tools are supported", f"{param}.type")
+    fn = tool.get("function")
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if not isinstance(fn, dict) or not isinstance(name, str) or not name:
+        raise TranslationError("tool needs a function name", f"{param}.function.name")
+    schema = fn.get("parameters")
+    if schema is None:
+        schema = dict(_EMPTY_SCHEMA)
+    elif not isinstance(schema, dict):
+        raise TranslationError(
+            "function parameters must be an object", f"{param}.function.parameters"
+        )
+    out: JSON = {"name": name, "input_schema": schema}
+    description = fn.get("description")
+    if isinstance(description, str) and description:
+        out["description"] = description
+    cache_control = tool.get("cache_control")
+    if isinstance(cache_control, dict):
+        out["cache_control"] = cache_control
+    return out
+
+
+def _tool_choice(choice: object) -> JSON | None:
+    if choice is None:
+        return None
+    if isinstance(choice, str) and choice in _TOOL_CHOICES:
+        return dict(_TOOL_CHOICES[choice])
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if isinstance(name, str) and name:
+            return {"type": "tool", "name": name}
+    raise TranslationError(
+        "'tool_choice' must be 'auto', 'required', 'none' or a function object", "tool_choice"
+    )

@@ -1,0 +1,81 @@
+"""The provider seam: one small protocol, one file per upstream API.
+
+A provider translates the client's OpenAI-shaped request for its API, sends it over
+the shared pool, and classifies every failure ONCE into a ``policies.errors
+.UpstreamError``. Only ``complete`` and ``stream`` touch the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from accounting.usage import Usage
+
+Endpoint = Literal["chat", "embeddings"]
+
+# Response headers of an upstream that reach the client (besides our own).
+PASS_RESPONSE_HEADERS = frozenset({"content-type", "openai-processing-ms"})
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    endpoint: Endpoint
+    body: Mapping[str, Any]  # the client's parsed body, never mutated
+    upstream_model: str
+    stream: bool
+    headers: Mapping[str, str]  # traceparent, x-request-id: passed to the upstream
+    deadline: float  # loop time by which the whole call must end
+    max_output_tokens: int = 4096  # for APIs that require max_tokens
+
+
+@dataclass(slots=True)
+class Completed:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    usage: Usage
+    model: str | None = None
+    text: str = ""  # the answer's text, only when usage is incomplete (to estimate it)
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What a stream has told us so far; read by the meter, even after a cut."""
+
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str | None = None
+    done: bool = False
+    text: list[str] = field(default_factory=list)  # content and tool-call arguments
+    anomalies: list[str] = field(default_factory=list)
+    text_source: Callable[[], str] | None = None  # for decoders that keep the text
+
+    def received_text(self) -> str:
+        return self.text_source() if self.text_source else "".join(self.text)
+
+
+class UpstreamStream(Protocol):
+    state: StreamState
+    status: int
+    headers: dict[str, str]
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """Framed SSE bytes for the client; raises UpstreamError(kind="stream_error")."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class Provider(Protocol):
+    name: str
+
+    async def complete(self, call: UpstreamCall) -> Completed: ...
+
+    async def stream(self, call: UpstreamCall) -> UpstreamStream:
+        """Return once the upstream accepted the stream (status 2xx)."""
+        ...
+
+
+def pass_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() in PASS_RESPONSE_HEADERS}

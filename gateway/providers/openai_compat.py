@@ -1,0 +1,176 @@
+"""OpenAI and every OpenAI-compatible ``base_url`` (vLLM, Azure-style, Groq, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from accounting.usage import from_openai
+from gateway import sse
+from gateway.providers.base import Completed, StreamState, UpstreamCall, pass_headers
+from gateway.providers.classify import json_or_none, openai_error_code, stream_broken
+from gateway.providers.transport import Transport
+from policies.errors import UpstreamError
+
+PATHS = {"chat": "/chat/completions", "embeddings": "/embeddings"}
+CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+
+
+class OpenAIProvider:
+    def __init__(self, name: str, base_url: str, api_key: str, transport: Transport) -> None:
+        self.name = name
+        self._base = base_url.rstrip("/")
+        self._transport = transport
+        self._headers = {
+            "authorization": f"Bearer {api_key}",
+            "content-type": "application/json",
+            "accept-encoding": "identity",
+        }
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider({self.name!r}, {self._base!r})"
+
+    def _request(self, call: UpstreamCall) -> tuple[str, dict[str, str], bytes]:
+        body: dict[str, Any] = dict(call.body)
+        body["model"] = call.upstream_model
+        if call.stream:
+            options = dict(body.get("stream_options") or {})
+            options["include_usage"] = True
+            body["stream_options"] = options
+        headers = {**call.headers, **self._headers}
+        return self._base + PATHS[call.endpoint], headers, orjson.dumps(body)
+
+    async def complete(self, call: UpstreamCall) -> Completed:
+        url, headers, content = self._request(call)
+        response = await self._transport.post(url, headers, content, stream=False)
+        body = response.content
+        payload = json_or_none(body)
+        usage = from_openai(payload.get("usage") if isinstance(payload, dict) else None)
+        if response.status_code >= 400:
+            code = openai_error_code(payload)
+            raise self._transport.fail(
+                response, body, context_window=code in CONTEXT_CODES, usage=usage
+            )
+        if not isinstance(payload, dict):
+            raise UpstreamError(
+                f"{self.name} answered something that is not JSON", kind="server_error",
+                status=response.status_code, retryable=True, breaker_failure=True,
+            )
+        model = payload.get("model")
+        return Completed(
+            response.status_code, pass_headers(response.headers), body, usage,
+            model if isinstance(model, str) else None,
+            "" if usage.complete else _answer_text(payload),
+        )
+
+    async def stream(self, call: UpstreamCall) -> OpenAIStream:
+        url, headers, content = self._request(call)
+        response = await self._transport.post(url, headers, content, stream=True)
+        if response.status_code >= 400:
+            body = await self._transport.read_error(response)
+            code = openai_error_code(json_or_none(body))
+            raise self._transport.fail(response, body, context_window=code in CONTEXT_CODES)
+        wants_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        return OpenAIStream(self.name, response, self._transport, strip_usage=not wants_usage)
+
+
+class OpenAIStream:
+    """An OpenAI SSE stream: forwards events as they come, without re-serialising them.
+
+    Malformed events are dropped (counted in ``state.anomalies``); the usage chunk we
+    asked for on the caller's behalf is stripped; a stream that ends after its
+    ``finish_reason`` but without ``[DONE]`` is finished properly; one that ends
+    before a ``finish_reason`` raises a stream error.
+    """
+
+    def __init__(
+        self, provider: str, response: httpx.Response, transport: Transport, *, strip_usage: bool
+    ) -> None:
+        self.provider = provider
+        self.status = response.status_code
+        self.headers = pass_headers(response.headers)
+        self.state = StreamState()
+        self._response = response
+        self._transport = transport
+        self._strip_usage = strip_usage
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        decoder = sse.Decoder()
+        async for raw in self._transport.chunks(self._response):
+            for event in decoder.feed(raw):
+                out = self._on_event(event.data)
+                if out is not None:
+                    yield out
+            if self.state.done:
+                return
+        for event in decoder.flush():
+            out = self._on_event(event.data)
+            if out is not None:
+                yield out
+        if not self.state.done:
+            if self.state.finish_reason is None:
+                raise stream_broken(self.provider, "ended before the answer finished")
+            self.state.anomalies.append("missing_done")
+            self.state.done = True
+            yield sse.DONE_FRAME
+
+    def _on_event(self, data: bytes) -> bytes | None:
+        if data == sse.DONE:
+            self.state.done = True
+            return sse.DONE_FRAME
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self.state.anomalies.append("malformed_event")
+            return None
+        if not isinstance(chunk, dict):
+            self.state.anomalies.append("malformed_event")
+            return None
+        usage = chunk.get("usage")
+        if usage:
+            self.state.usage = self.state.usage.merge(from_openai(usage))
+        choices = chunk.get("choices")
+        if not choices:
+            return None if (usage and self._strip_usage) else sse.frame(data)
+        self._observe(choices[0])
+        return sse.frame(data)
+
+    def _observe(self, choice: Any) -> None:
+        if not isinstance(choice, dict):
+            return
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                self.state.text.append(content)
+            for call in delta.get("tool_calls") or ():
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict):
+                    for part in (function.get("name"), function.get("arguments")):
+                        if isinstance(part, str) and part:
+                            self.state.text.append(part)
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str):
+            self.state.finish_reason = reason
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+def _answer_text(payload: dict[str, Any]) -> str:
+    parts: list[str] = []
+    for choice in payload.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            continue
+        if isinstance(message.get("content"), str):
+            parts.append(message["content"])
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                parts += [v for v in (function.get("name"), function.get("arguments"))
+                          if isinstance(v, str)]
+    return "".join(parts)

@@ -1,0 +1,115 @@
+"""The objects the request path uses, built once from the config at start."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from accounting.budgets import Budgets
+from accounting.pricing import Price
+from accounting.store.base import Store
+from gateway.auth import Authenticator
+from gateway.config import FileConfig, ModelConfig, Secrets, max_output_of, price_of
+from gateway.providers.anthropic import AnthropicProvider
+from gateway.providers.base import Provider
+from gateway.providers.openai_compat import OpenAIProvider
+from gateway.providers.transport import Transport
+from gateway.telemetry import logging as log
+from gateway.telemetry import metrics
+from policies.breaker import STATE_CODES, Breaker
+from policies.fallback import Route
+from policies.retry import RetryBudget, RetrySettings
+
+
+@dataclass(frozen=True)
+class ModelRuntime:
+    name: str
+    kind: str  # chat | embeddings
+    provider: Provider
+    upstream_model: str
+    price: Price
+    max_output_tokens: int
+
+
+@dataclass
+class Runtime:
+    config: FileConfig
+    models: dict[str, ModelRuntime]
+    routes: dict[str, Route]
+    auth: Authenticator
+    budgets: Budgets
+    store: Store
+    labels: metrics.Labels
+    client: httpx.AsyncClient
+    wall: Callable[[], float] = time.time
+    inflight: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def build_providers(
+    config: FileConfig, secrets: Secrets, client: httpx.AsyncClient
+) -> dict[str, Provider]:
+    providers: dict[str, Provider] = {}
+    for name, p in config.providers.items():
+        transport = Transport(
+            client, name, connect_timeout_s=p.connect_timeout_s,
+            idle_timeout_s=p.idle_timeout_s, first_token_timeout_s=p.first_token_timeout_s,
+        )
+        key = secrets.provider_keys[name]
+        if p.kind == "anthropic":
+            providers[name] = AnthropicProvider(name, p.base_url, key, transport,
+                                                version=p.anthropic_version)
+        else:
+            providers[name] = OpenAIProvider(name, p.base_url, key, transport)
+    return providers
+
+
+def _on_breaker_change(model: str, old: str, new: str) -> None:
+    metrics.BREAKER_STATE.labels(model).set(STATE_CODES.get(new, 0))
+    metrics.BREAKER_TRANSITIONS.labels(model, new).inc()
+    log.event("breaker_state_change", model=model, from_state=old, to_state=new)
+
+
+def build_routes(
+    config: FileConfig, clock: Callable[[], float]
+) -> dict[str, Route]:
+    budgets = {
+        name: RetryBudget(config.defaults.retry_budget_ratio, config.defaults.retry_budget_min)
+        for name in config.providers
+    }
+    routes = {}
+    for name, m in config.models.items():
+        routes[name] = _route(name, m, config, clock, budgets[m.provider])
+        metrics.BREAKER_STATE.labels(name).set(0)
+    return routes
+
+
+def _route(
+    name: str, m: ModelConfig, config: FileConfig, clock: Callable[[], float],
+    budget: RetryBudget,
+) -> Route:
+    retry = m.retry or config.defaults.retry
+    breaker = m.breaker or config.defaults.breaker
+    return Route(
+        model=name,
+        retry=RetrySettings(retry.max_attempts, retry.initial_backoff_s, retry.max_backoff_s,
+                            retry.max_retry_after_s),
+        breaker=Breaker(name, breaker.fail_max, breaker.reset_timeout_s, clock,
+                        _on_breaker_change),
+        budget=budget,
+        fallbacks=m.fallbacks,
+        context_window_fallbacks=m.context_window_fallbacks,
+    )
+
+
+def build_models(config: FileConfig, providers: dict[str, Provider]) -> dict[str, ModelRuntime]:
+    return {
+        name: ModelRuntime(
+            name=name, kind=m.kind, provider=providers[m.provider],
+            upstream_model=m.upstream_model, price=price_of(m),
+            max_output_tokens=max_output_of(m, config.defaults),
+        )
+        for name, m in config.models.items()
+    }

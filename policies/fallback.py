@@ -1,0 +1,118 @@
+"""Try candidate models in order; collect each candidate's failure.
+
+A candidate is skipped at once when its breaker is open. The next one is tried when
+the one before exhausted its retries on retryable errors, or was rate-limited beyond
+what the deadline allows. A client error (4xx) goes back to the caller unchanged,
+except a context-window error, which moves to the failing model's
+``context_window_fallbacks`` (never resent unchanged to the same model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from policies.breaker import Breaker, BreakerOpen
+from policies.deadline import Deadline
+from policies.errors import Failure, NoRouteAvailable, RoutingFailed, UpstreamError
+from policies.retry import RetryBudget, RetryHooks, RetrySettings, call_with_retries
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Route:
+    """A model's runtime policy objects (built once at start)."""
+
+    model: str
+    retry: RetrySettings
+    breaker: Breaker
+    budget: RetryBudget
+    fallbacks: tuple[str, ...] = ()
+    context_window_fallbacks: tuple[str, ...] = ()
+
+
+@dataclass
+class Step:
+    """Where the request stands: which candidate, which attempt."""
+
+    model: str
+    reason: str  # primary | fallback | context_window
+    attempt: int = 0
+    total_attempts: int = 0
+
+
+@dataclass
+class Outcome:
+    failures: list[Failure] = field(default_factory=list)
+    open_breakers: dict[str, float] = field(default_factory=dict)
+
+
+AttemptFn = Callable[[Step], Awaitable[T]]
+
+
+async def run(
+    model: str,
+    routes: Mapping[str, Route],
+    attempt: AttemptFn[T],
+    deadline: Deadline,
+    hooks: RetryHooks,
+    *,
+    sdk_retrying: bool = False,
+    on_fallback: Callable[[str, str, str], None] = lambda *_: None,
+) -> T:
+    queue: list[tuple[str, str]] = [(model, "primary")]
+    queue += [(name, "fallback") for name in routes[model].fallbacks]
+    outcome = Outcome()
+    step = Step(model, "primary")
+    previous: str | None = None
+    while queue:
+        name, reason = queue.pop(0)
+        route = routes[name]
+        if previous is not None:
+            on_fallback(previous, name, _why(outcome, previous))
+        previous = name
+        step.model, step.reason = name, reason
+        try:
+            return await _run_one(route, step, attempt, deadline, hooks, sdk_retrying)
+        except BreakerOpen as exc:
+            outcome.open_breakers[name] = exc.retry_after_s
+        except UpstreamError as exc:
+            outcome.failures.append(Failure(name, exc))
+            if exc.context_window:
+                queue = [(n, "context_window") for n in route.context_window_fallbacks]
+                if not queue:
+                    raise
+            elif not exc.retryable:
+                raise
+    if not outcome.failures:
+        raise NoRouteAvailable(min(outcome.open_breakers.values()), list(outcome.open_breakers))
+    raise RoutingFailed(outcome.failures)
+
+
+async def _run_one(
+    route: Route, step: Step, attempt: AttemptFn[T], deadline: Deadline,
+    hooks: RetryHooks, sdk_retrying: bool,
+) -> T:
+    settings = route.retry
+    if sdk_retrying:
+        settings = RetrySettings(1, settings.initial_backoff_s, settings.max_backoff_s,
+                                 settings.max_retry_after_s)
+
+    async def once(number: int) -> T:
+        step.attempt = number
+        with route.breaker.calling():
+            step.total_attempts += 1
+            return await attempt(step)
+
+    return await call_with_retries(once, settings, route.budget, deadline, hooks)
+
+
+def _why(outcome: Outcome, model: str) -> str:
+    if model in outcome.open_breakers:
+        return "breaker_open"
+    for failure in reversed(outcome.failures):
+        if failure.model == model:
+            return "context_window" if failure.error.context_window else failure.error.kind
+    return "unknown"

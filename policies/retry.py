@@ -1,0 +1,133 @@
+"""Retries of one model: transient errors only, Retry-After honoured, within the deadline.
+
+Built on tenacity's ``AsyncRetrying`` (``reraise=True``). Before every retry
+``plan_retry`` decides, from the error alone, whether and how long to wait:
+
+- the server's Retry-After (any form) is waited in full, never less; when it is longer
+  than ``max_retry_after_s`` or than the time left, we do not sleep at all: the error
+  goes up at once (to the next fallback, or to the caller as 429 with Retry-After);
+- otherwise jittered exponential backoff between ``initial_backoff_s`` and
+  ``max_backoff_s``;
+- no attempt starts that the deadline cannot hold;
+- a retry needs a token from the upstream's ``RetryBudget`` (retries in flight at most
+  ``ratio`` of requests in flight, at least ``minimum``), so an outage cannot multiply
+  load;
+- when the caller's SDK is itself retrying (``x-stainless-retry-count`` > 0) the
+  gateway makes one attempt per model and lets the SDK's retry be the retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+from policies.deadline import Deadline
+from policies.errors import UpstreamError
+from policies.retry_after import backoff_delay
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    max_attempts: int = 3
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 20.0
+    max_retry_after_s: float = 60.0
+
+
+class RetryBudget:
+    """Retries in flight <= max(minimum, ratio * requests in flight), per upstream."""
+
+    def __init__(self, ratio: float = 0.2, minimum: int = 3) -> None:
+        self.ratio = ratio
+        self.minimum = minimum
+        self.requests = 0
+        self.retries = 0
+        self.exhausted = 0
+
+    def try_acquire(self) -> bool:
+        if self.retries + 1 > max(self.minimum, int(self.ratio * self.requests)):
+            self.exhausted += 1
+            return False
+        self.retries += 1
+        return True
+
+    def release(self) -> None:
+        self.retries -= 1
+
+
+def plan_retry(
+    exc: BaseException, attempt: int, settings: RetrySettings, time_left: float, rand: float
+) -> float | None:
+    """Seconds to wait before the next attempt, or None to stop now."""
+    if not isinstance(exc, UpstreamError) or not exc.retryable:
+        return None
+    if attempt >= settings.max_attempts:
+        return None
+    if exc.retry_after_s is not None:
+        wait = exc.retry_after_s
+        if wait > settings.max_retry_after_s:
+            return None
+    else:
+        wait = backoff_delay(attempt, settings.initial_backoff_s, settings.max_backoff_s, rand)
+    return wait if wait < time_left else None
+
+
+@dataclass
+class RetryHooks:
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    rand: Callable[[], float] = random.random
+    on_retry: Callable[[UpstreamError, float], None] = lambda _e, _w: None
+    on_budget_exhausted: Callable[[], None] = lambda: None
+
+
+async def call_with_retries(
+    fn: Callable[[int], Awaitable[T]],
+    settings: RetrySettings,
+    budget: RetryBudget,
+    deadline: Deadline,
+    hooks: RetryHooks,
+) -> T:
+    """Run ``fn(attempt_number)`` until it succeeds or ``plan_retry`` says stop."""
+    planned: dict[int, float] = {}
+
+    def stop(state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = plan_retry(exc or Exception(), state.attempt_number, settings,
+                          deadline.remaining(), hooks.rand())
+        if wait is None:
+            return True
+        if not budget.try_acquire():
+            hooks.on_budget_exhausted()
+            return True
+        planned[state.attempt_number] = wait
+        assert isinstance(exc, UpstreamError)
+        hooks.on_retry(exc, wait)
+        return False
+
+    def wait(state: RetryCallState) -> float:
+        return planned[state.attempt_number]
+
+    retrying = AsyncRetrying(
+        stop=stop, wait=wait, sleep=hooks.sleep, reraise=True,
+        retry=retry_if_exception(lambda e: isinstance(e, UpstreamError) and e.retryable),
+    )
+    budget.requests += 1
+    try:
+        async for attempt in retrying:
+            number = attempt.retry_state.attempt_number
+            with attempt:
+                try:
+                    return await fn(number)
+                finally:
+                    if number > 1:
+                        budget.release()
+    finally:
+        budget.requests -= 1
+    raise AssertionError("unreachable: tenacity reraises the last error")
