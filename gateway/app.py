@@ -16,7 +16,7 @@ from accounting import tokens
 from accounting.budgets import Budgets
 from accounting.store import open_store
 from accounting.store.base import Store
-from gateway import routes
+from gateway import admin, routes
 from gateway.auth import Authenticator
 from gateway.config import FileConfig, Secrets, load
 from gateway.runtime import Runtime, build_models, build_providers, build_routes
@@ -77,6 +77,7 @@ def _routes() -> list[Route]:
         Route("/healthz", routes.healthz, methods=["GET"]),
         Route("/readyz", routes.readyz, methods=["GET"]),
         Route("/metrics", routes.prometheus, methods=["GET"]),
+        *admin.ROUTES,
     ]
 
 

@@ -35,6 +35,7 @@ from policies.fallback import Step
 from policies.retry import RetryHooks
 
 LEASE_MARGIN_S = 60.0
+COMMIT_LOOKAHEAD = 8
 
 
 @dataclass
@@ -183,7 +184,7 @@ async def _open_stream(
     stream = await m.provider.stream(call)
     chunks = aiter(stream)
     try:
-        first = await anext(chunks)
+        first = await _until_content(stream, chunks)
     except StopAsyncIteration:
         await stream.aclose()
         raise stream_broken(m.provider.name, "ended before its first event") from None
@@ -193,6 +194,21 @@ async def _open_stream(
     ctx.ttft_s = time.perf_counter() - ctx.start
     _count_attempt(rt, m, "success")
     return StreamAnswer(stream, chunks, first, hold, m, reason, is_retry)
+
+
+async def _until_content(stream: UpstreamStream, chunks: AsyncIterator[bytes]) -> bytes:
+    """Events up to the first that carries content: the commit point.
+
+    Events before it (the role chunk, pings) carry nothing a second model could
+    contradict, so holding them back lets a failure right after them still fail over.
+    """
+    state = stream.state
+    held = [await anext(chunks)]
+    while len(held) < COMMIT_LOOKAHEAD and not (
+        state.finish_reason or state.done or state.received_text()
+    ):
+        held.append(await anext(chunks))
+    return b"".join(held)
 
 
 def _count_attempt(rt: Runtime, m: ModelRuntime, outcome: str) -> None:

@@ -41,6 +41,7 @@ class Step:
     reason: str  # primary | fallback | context_window
     attempt: int = 0
     total_attempts: int = 0
+    last_error: UpstreamError | None = None  # of the current candidate
 
 
 @dataclass
@@ -73,11 +74,14 @@ async def run(
         if previous is not None:
             on_fallback(previous, name, _why(outcome, previous))
         previous = name
-        step.model, step.reason = name, reason
+        step.model, step.reason, step.last_error = name, reason, None
         try:
             return await _run_one(route, step, attempt, deadline, hooks, sdk_retrying)
         except BreakerOpen as exc:
-            outcome.open_breakers[name] = exc.retry_after_s
+            if step.last_error is not None:  # it opened during our own retries
+                outcome.failures.append(Failure(name, step.last_error))
+            else:
+                outcome.open_breakers[name] = exc.retry_after_s
         except UpstreamError as exc:
             outcome.failures.append(Failure(name, exc))
             if exc.context_window:
@@ -104,7 +108,11 @@ async def _run_one(
         step.attempt = number
         with route.breaker.calling():
             step.total_attempts += 1
-            return await attempt(step)
+            try:
+                return await attempt(step)
+            except UpstreamError as exc:
+                step.last_error = exc
+                raise
 
     return await call_with_retries(once, settings, route.budget, deadline, hooks)
 

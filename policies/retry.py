@@ -95,24 +95,31 @@ async def call_with_retries(
     hooks: RetryHooks,
 ) -> T:
     """Run ``fn(attempt_number)`` until it succeeds or ``plan_retry`` says stop."""
-    planned: dict[int, float] = {}
+    planned: dict[int, float | None] = {}
+
+    def plan(state: RetryCallState) -> float | None:
+        # tenacity may ask wait before stop: plan each attempt's follow-up once.
+        number = state.attempt_number
+        if number not in planned:
+            exc = state.outcome.exception() if state.outcome else None
+            planned[number] = plan_retry(exc or Exception(), number, settings,
+                                         deadline.remaining(), hooks.rand())
+        return planned[number]
 
     def stop(state: RetryCallState) -> bool:
-        exc = state.outcome.exception() if state.outcome else None
-        wait = plan_retry(exc or Exception(), state.attempt_number, settings,
-                          deadline.remaining(), hooks.rand())
+        wait = plan(state)
         if wait is None:
             return True
         if not budget.try_acquire():
             hooks.on_budget_exhausted()
             return True
-        planned[state.attempt_number] = wait
-        assert isinstance(exc, UpstreamError)
-        hooks.on_retry(exc, wait)
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, UpstreamError):
+            hooks.on_retry(exc, wait)
         return False
 
     def wait(state: RetryCallState) -> float:
-        return planned[state.attempt_number]
+        return plan(state) or 0.0
 
     retrying = AsyncRetrying(
         stop=stop, wait=wait, sleep=hooks.sleep, reraise=True,

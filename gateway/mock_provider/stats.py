@@ -107,7 +107,7 @@ class Stats:
             model = body.get("model")
             record.model = model if isinstance(model, str) else None
             record.stream = body.get("stream") is True
-        if record.epoch == self._epoch:
+        if record.model is not None and record.epoch == self._epoch:
             self._totals(record.model).requests += 1
 
     def finish(self, record: RequestRecord, outcome: str | None = None) -> None:
@@ -117,17 +117,16 @@ class Stats:
         record.ended = time.time()
         if outcome is not None:
             record.outcome = outcome
-        if record.epoch != self._epoch:
-            return  # a request from before the last reset: keep the new totals clean
+        if record.model is None or record.epoch != self._epoch:
+            return  # no model to count under, or a request from before the last reset
         totals = self._totals(record.model)
         totals.prompt_tokens += record.prompt_tokens
         totals.completion_tokens += record.completion_tokens
 
-    def _totals(self, model: str | None) -> ModelTotals:
-        key = model or ""
-        totals = self._by_model.get(key)
+    def _totals(self, model: str) -> ModelTotals:
+        totals = self._by_model.get(model)
         if totals is None:
-            totals = self._by_model[key] = ModelTotals()
+            totals = self._by_model[model] = ModelTotals()
         return totals
 
     def reset(self) -> None:

@@ -38,22 +38,35 @@ def base_config(mock_url: str, store: str) -> dict[str, Any]:
             ],
         },
         "providers": {
-            "mock-openai": {"kind": "openai", "base_url": f"{mock_url}/v1",
-                            "api_key_env": "MOCK_PROVIDER_KEY", "idle_timeout_s": 5,
-                            "first_token_timeout_s": 5},
-            "mock-anthropic": {"kind": "anthropic", "base_url": mock_url,
-                               "api_key_env": "MOCK_PROVIDER_KEY", "idle_timeout_s": 5,
-                               "first_token_timeout_s": 5},
+            "mock-openai": {
+                "kind": "openai",
+                "base_url": f"{mock_url}/v1",
+                "api_key_env": "MOCK_PROVIDER_KEY",
+                "idle_timeout_s": 5,
+                "first_token_timeout_s": 5,
+            },
+            "mock-anthropic": {
+                "kind": "anthropic",
+                "base_url": mock_url,
+                "api_key_env": "MOCK_PROVIDER_KEY",
+                "idle_timeout_s": 5,
+                "first_token_timeout_s": 5,
+            },
         },
         "models": {
-            "gpt-4o": {"provider": "mock-openai", "upstream_model": "gpt-4o",
-                       "fallbacks": ["claude-sonnet"],
-                       "retry": {"max_attempts": 3, "initial_backoff_s": 0.01,
-                                 "max_backoff_s": 0.05}},
+            "gpt-4o": {
+                "provider": "mock-openai",
+                "upstream_model": "gpt-4o",
+                "fallbacks": ["claude-sonnet"],
+                "retry": {"max_attempts": 3, "initial_backoff_s": 0.01, "max_backoff_s": 0.05},
+            },
             "gpt-4o-mini": {"provider": "mock-openai", "upstream_model": "gpt-4o-mini"},
             "claude-sonnet": {"provider": "mock-anthropic", "upstream_model": "claude-sonnet-4-5"},
-            "embed": {"provider": "mock-openai", "upstream_model": "text-embedding-3-small",
-                      "kind": "embeddings"},
+            "embed": {
+                "provider": "mock-openai",
+                "upstream_model": "text-embedding-3-small",
+                "kind": "embeddings",
+            },
         },
         "defaults": {"request_timeout_s": 30},
     }
@@ -66,15 +79,17 @@ class Gateway:
     mock_url: str
 
     def client(self, key: str = KEY_RESEARCH, **kw: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {key}"},
-                            timeout=30, **kw)
+        return httpx.Client(
+            base_url=self.url, headers={"authorization": f"Bearer {key}"}, timeout=30, **kw
+        )
 
     def mock_stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = httpx.get(f"{self.mock_url}/_mock/stats", timeout=10).json()
         return stats
 
-    def script(self, model: str, steps: list[dict[str, Any]],
-               default: dict[str, Any] | None = None) -> None:
+    def script(
+        self, model: str, steps: list[dict[str, Any]], default: dict[str, Any] | None = None
+    ) -> None:
         body: dict[str, Any] = {"model": model, "steps": steps}
         if default is not None:
             body["default"] = default

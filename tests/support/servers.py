@@ -21,7 +21,6 @@ def _free_socket(host: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 

@@ -1,0 +1,96 @@
+"""Fixtures of the store contract suite: every test runs on SQLite and on Redis.
+
+The Redis side runs on a private ``redis-server`` (``tests.support.redis_server``),
+database 1, flushed before each test, each test also under its own key prefix.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from accounting.store.base import Store
+from accounting.store.redis import RedisStore
+from accounting.store.sqlite import SqliteStore
+from tests.support.redis_server import RedisServer
+
+REDIS_DB = 1
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def own_redis_server() -> Iterator[RedisServer]:
+    """A server of this test alone, for tests that stop, pause or restart it."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class StoreFactory:
+    """Builds unopened stores of one backend. Stores built with the same ``namespace``
+    share state (two replicas); a new namespace is a clean slate."""
+
+    def __init__(self, backend: str, tmp_path: Path, redis_url: str | None) -> None:
+        self.backend = backend
+        self._tmp_path = tmp_path
+        self._redis_url = redis_url
+        self._run = uuid.uuid4().hex[:8]
+        self._count = 0
+
+    def fresh_namespace(self) -> str:
+        self._count += 1
+        return f"ns{self._count}"
+
+    def __call__(self, namespace: str = "main", **kwargs: Any) -> Store:
+        if self.backend == "sqlite":
+            return SqliteStore(str(self._tmp_path / f"{namespace}.db"), **kwargs)
+        assert self._redis_url is not None
+        return RedisStore(self._redis_url, prefix=f"t{self._run}:{namespace}:", **kwargs)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store_factory(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> StoreFactory:
+    if backend == "sqlite":
+        return StoreFactory(backend, tmp_path, None)
+    server: RedisServer = request.getfixturevalue("redis_server")
+    url = server.url_for(REDIS_DB)
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return StoreFactory(backend, tmp_path, url)
+
+
+@pytest.fixture
+async def store(store_factory: StoreFactory) -> AsyncIterator[Store]:
+    opened = store_factory()
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
