@@ -60,9 +60,16 @@ class Budgets:
             return Hold(scope, amount_micros, None, None)
         reserved = await self.store.reserve(
             ReserveRequest(
-                key=scope.key, workflow_id=scope.workflow_id, amount_micros=amount_micros,
-                tokens=tokens, lease_s=lease_s, now=self.clock(), cap_micros=scope.cap_micros,
-                cap_tokens=scope.cap_tokens, step=scope.step, key_budget=scope.key_budget,
+                key=scope.key,
+                workflow_id=scope.workflow_id,
+                amount_micros=amount_micros,
+                tokens=tokens,
+                lease_s=lease_s,
+                now=self.clock(),
+                cap_micros=scope.cap_micros,
+                cap_tokens=scope.cap_tokens,
+                step=scope.step,
+                key_budget=scope.key_budget,
             )
         )
         self.reserved_micros += amount_micros

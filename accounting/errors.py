@@ -14,15 +14,15 @@ class BudgetExceeded(AccountingError):
     micro-USD) or ``"tokens"``.
     """
 
-    def __init__(
-        self, scope: str, unit: str, limit: int, committed: int, needed: int
-    ) -> None:
+    def __init__(self, scope: str, unit: str, limit: int, committed: int, needed: int) -> None:
         self.scope = scope
         self.unit = unit
         self.limit = limit
         self.committed = committed  # spent + reserved by others
         self.needed = needed
-        super().__init__(f"{scope} {unit} budget: limit {limit}, committed {committed}, needs {needed}")
+        super().__init__(
+            f"{scope} {unit} budget: limit {limit}, committed {committed}, needs {needed}"
+        )
 
     @property
     def remaining(self) -> int:

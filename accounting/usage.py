@@ -41,9 +41,7 @@ class Usage:
     def total(self) -> int:
         """All tokens known, unknown counted as 0 (only for token caps and display)."""
         return (
-            (self.input_tokens or 0)
-            + (self.output_tokens or 0)
-            + (self.partial_output_tokens or 0)
+            (self.input_tokens or 0) + (self.output_tokens or 0) + (self.partial_output_tokens or 0)
         )
 
     def by_kind(self) -> dict[str, int]:

@@ -78,7 +78,9 @@ class LoadGen:
         if shutil.which("wrk"):
             return "wrk"
         if preferred == "wrk":
-            raise RuntimeError("wrk is not installed (apt-get install -y wrk), or use --loadgen python")
+            raise RuntimeError(
+                "wrk is not installed (apt-get install -y wrk), or use --loadgen python"
+            )
         return "python"
 
     def run(self, url: str, conns: int, duration_s: int, stream: str, workflows: int = 4) -> Result:
@@ -91,13 +93,37 @@ class LoadGen:
             "PATH": "/usr/local/bin:/usr/bin:/bin",
         }
         if self.kind == "wrk":
-            argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration_s}s", f"--timeout={TIMEOUT_S}s",
-                    "-s", str(LUA), url]
+            argv = [
+                "wrk",
+                "-t1",
+                f"-c{conns}",
+                f"-d{duration_s}s",
+                f"--timeout={TIMEOUT_S}s",
+                "-s",
+                str(LUA),
+                url,
+            ]
         else:
-            argv = [python(), str(PYLOAD), "--url", url, "--conns", str(conns),
-                    "--duration", str(duration_s), "--timeout", str(TIMEOUT_S)]
-        proc = self.procs.start(f"load-{self.kind}", argv, core=self.core, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            argv = [
+                python(),
+                str(PYLOAD),
+                "--url",
+                url,
+                "--conns",
+                str(conns),
+                "--duration",
+                str(duration_s),
+                "--timeout",
+                str(TIMEOUT_S),
+            ]
+        proc = self.procs.start(
+            f"load-{self.kind}",
+            argv,
+            core=self.core,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         try:
             out, _ = proc.communicate(timeout=duration_s + TIMEOUT_S + 30)
         finally:

@@ -78,7 +78,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, int]:
 
 
 async def connection(
-    host: str, port: int, cycle: list[bytes], stats: Stats, stop_at: float, timeout: float
+    host: str, port: int, cycle: list[bytes], stats: Stats, stop_at: float, limit_s: float
 ) -> None:
     reader = writer = None
     while time.monotonic() < stop_at:
@@ -95,7 +95,7 @@ async def connection(
         start = time.perf_counter_ns()
         try:
             writer.write(request)
-            status, size = await asyncio.wait_for(read_response(reader), timeout)
+            status, size = await asyncio.wait_for(read_response(reader), limit_s)
         except TimeoutError:
             stats.errors["timeout"] += 1
         except (OSError, asyncio.IncompleteReadError, ConnectionError, ValueError):

@@ -49,23 +49,49 @@ def targets(derived: dict[str, Any]) -> list[dict[str, Any]]:
 
     def row(name: str, value: float, goal: float, op: str, unit: str) -> None:
         ok = {">=": value >= goal, "<=": value <= goal, "<": value < goal}[op]
-        rows.append({"target": name, "value": value, "goal": goal, "op": op, "unit": unit,
-                     "pass": ok})
+        rows.append(
+            {"target": name, "value": value, "goal": goal, "op": op, "unit": unit, "pass": ok}
+        )
 
-    row("non-streaming req/s @16 clients", derived["saturation_rps"]["json"],
-        TARGETS["json_rps"], ">=", "req/s")
-    row("streaming req/s @16 clients", derived["saturation_rps"]["sse"],
-        TARGETS["sse_rps"], ">=", "req/s")
+    row(
+        "non-streaming req/s @16 clients",
+        derived["saturation_rps"]["json"],
+        TARGETS["json_rps"],
+        ">=",
+        "req/s",
+    )
+    row(
+        "streaming req/s @16 clients",
+        derived["saturation_rps"]["sse"],
+        TARGETS["sse_rps"],
+        ">=",
+        "req/s",
+    )
     for mode in MODES:
-        row(f"added p50 latency @4 clients ({MODE_NAMES[mode]})",
-            derived["added_latency"][mode]["4"]["p50_ms"], TARGETS["added_p50_ms"], "<=", "ms")
+        row(
+            f"added p50 latency @4 clients ({MODE_NAMES[mode]})",
+            derived["added_latency"][mode]["4"]["p50_ms"],
+            TARGETS["added_p50_ms"],
+            "<=",
+            "ms",
+        )
     for mode in MODES:
-        row(f"gateway CPU per request @16 ({MODE_NAMES[mode]})",
-            derived["cpu_ms_per_request"][mode], TARGETS["cpu_ms_per_req"], "<=", "ms")
+        row(
+            f"gateway CPU per request @16 ({MODE_NAMES[mode]})",
+            derived["cpu_ms_per_request"][mode],
+            TARGETS["cpu_ms_per_req"],
+            "<=",
+            "ms",
+        )
     rss = derived["rss_mb"]
     row("gateway RSS, max seen", rss["max"], TARGETS["rss_mb"], "<=", "MB")
-    row("gateway RSS growth, warmup -> after soak", rss["growth"],
-        TARGETS["rss_growth_mb"], "<", "MB")
+    row(
+        "gateway RSS growth, warmup -> after soak",
+        rss["growth"],
+        TARGETS["rss_growth_mb"],
+        "<",
+        "MB",
+    )
     return rows
 
 
@@ -114,8 +140,11 @@ def table(result: dict[str, Any]) -> str:
         value = f"{t['value']:.3f}" if t["unit"] == "ms" else f"{t['value']:.1f}"
         out.append(f"{t['target']:<52}{value:>12}  {goal:<12}{'PASS' if t['pass'] else 'MISS'}")
     if result["total_errors"]:
-        out += ["", "!" * 84,
-                f"!!! {result['total_errors']} ERRORS / NON-2xx RESPONSES IN THIS RUN "
-                "(see errors in the JSON) -- the numbers are not valid",
-                "!" * 84]
+        out += [
+            "",
+            "!" * 84,
+            f"!!! {result['total_errors']} ERRORS / NON-2xx RESPONSES IN THIS RUN "
+            "(see errors in the JSON) -- the numbers are not valid",
+            "!" * 84,
+        ]
     return "\n".join(out)

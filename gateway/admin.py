@@ -12,8 +12,9 @@ from gateway.routes import error_response, json_response, runtime
 
 def _require_admin(request: Request) -> None:
     if not runtime(request).auth.is_admin(request.headers.get("authorization")):
-        raise GatewayError(401, "invalid_api_key",
-                           "this endpoint needs the admin key (auth.admin_key_env)")
+        raise GatewayError(
+            401, "invalid_api_key", "this endpoint needs the admin key (auth.admin_key_env)"
+        )
 
 
 async def list_breakers(request: Request) -> Response:

@@ -54,9 +54,12 @@ def create_app(
         await rt.store.open()
         await asyncio.to_thread(tokens.warm, [m.upstream_model for m in rt.models.values()])
         if auth.open:
-            log.event("open_gateway", level=30,
-                      message="no gateway keys configured (auth.keys): ANYONE who can reach "
-                      "this port can spend through it")
+            log.event(
+                "open_gateway",
+                level=30,
+                message="no gateway keys configured (auth.keys): ANYONE who can reach "
+                "this port can spend through it",
+            )
         log.event("started", models=sorted(rt.models), store=_store_kind(config.store))
         try:
             yield
@@ -84,8 +87,9 @@ def _routes() -> list[Route]:
 def _http_client(config: FileConfig) -> httpx.AsyncClient:
     connections = max((p.max_connections for p in config.providers.values()), default=100)
     return httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=connections,
-                            max_keepalive_connections=connections, keepalive_expiry=30),
+        limits=httpx.Limits(
+            max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=30
+        ),
         follow_redirects=False,
         trust_env=False,
     )

@@ -66,7 +66,8 @@ class Authenticator:
                 found = principal
         if found is None or not token:
             raise GatewayError(
-                401, "invalid_api_key",
+                401,
+                "invalid_api_key",
                 "missing or unknown gateway key: send 'Authorization: Bearer <gateway key>' "
                 "(a spendgate key, not a provider key)",
                 should_retry=False,

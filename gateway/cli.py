@@ -27,8 +27,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=4000)
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--demo", action="store_true",
-                       help="serve in front of a built-in mock provider (no key, no network)")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve in front of a built-in mock provider (no key, no network)",
+    )
     serve.add_argument("--log-level", default="info")
     mock = sub.add_parser("mock-provider", help="run the scripted fake upstream")
     mock.add_argument("--host", default="127.0.0.1")
@@ -60,8 +63,10 @@ def check_config(path: str) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
-    print(f"{path}: ok ({len(config.providers)} providers, {len(config.models)} models, "
-          f"{len(config.auth.keys)} keys, store {config.store.split(':', 1)[0]})")
+    print(
+        f"{path}: ok ({len(config.providers)} providers, {len(config.models)} models, "
+        f"{len(config.auth.keys)} keys, store {config.store.split(':', 1)[0]})"
+    )
     return 0
 
 
@@ -81,9 +86,16 @@ def serve_gateway(args: argparse.Namespace) -> int:
     if args.workers > 1:
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="spendgate-"))
     uvicorn.run(
-        "gateway.app:app_from_env", factory=True, host=args.host, port=args.port,
-        workers=args.workers, log_level="warning", access_log=False, http="httptools",
-        loop="uvloop", timeout_graceful_shutdown=int(config.defaults.shutdown_grace_s) or None,
+        "gateway.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+        http="httptools",
+        loop="uvloop",
+        timeout_graceful_shutdown=int(config.defaults.shutdown_grace_s) or None,
     )
     return 0
 
@@ -107,18 +119,29 @@ def _start_demo() -> str:
     config = {
         "store": f"sqlite:///{folder / 'state.db'}",
         "providers": {
-            "mock-openai": {"kind": "openai", "base_url": f"{base}/v1",
-                            "api_key_env": DEMO_PROVIDER_KEY_ENV},
-            "mock-anthropic": {"kind": "anthropic", "base_url": base,
-                               "api_key_env": DEMO_PROVIDER_KEY_ENV},
+            "mock-openai": {
+                "kind": "openai",
+                "base_url": f"{base}/v1",
+                "api_key_env": DEMO_PROVIDER_KEY_ENV,
+            },
+            "mock-anthropic": {
+                "kind": "anthropic",
+                "base_url": base,
+                "api_key_env": DEMO_PROVIDER_KEY_ENV,
+            },
         },
         "models": {
-            "gpt-4o": {"provider": "mock-openai", "upstream_model": "gpt-4o",
-                       "fallbacks": ["claude-sonnet"]},
-            "claude-sonnet": {"provider": "mock-anthropic",
-                              "upstream_model": "claude-sonnet-4-5"},
-            "text-embedding-3-small": {"provider": "mock-openai", "kind": "embeddings",
-                                       "upstream_model": "text-embedding-3-small"},
+            "gpt-4o": {
+                "provider": "mock-openai",
+                "upstream_model": "gpt-4o",
+                "fallbacks": ["claude-sonnet"],
+            },
+            "claude-sonnet": {"provider": "mock-anthropic", "upstream_model": "claude-sonnet-4-5"},
+            "text-embedding-3-small": {
+                "provider": "mock-openai",
+                "kind": "embeddings",
+                "upstream_model": "text-embedding-3-small",
+            },
         },
     }
     path = folder / "config.yaml"

@@ -148,9 +148,7 @@ def parse(raw: object) -> FileConfig:
     try:
         config = FileConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(
-            [f"{_loc(err['loc'])}: {err['msg']}" for err in exc.errors()]
-        ) from None
+        raise ConfigError([f"{_loc(err['loc'])}: {err['msg']}" for err in exc.errors()]) from None
     problems = _check_references(config)
     if problems:
         raise ConfigError(problems)
@@ -239,8 +237,13 @@ def env_config(environ: Mapping[str, str]) -> FileConfig:
         raise ConfigError(
             ["(no config file): set OPENAI_API_KEY or ANTHROPIC_API_KEY, or pass --config"]
         )
-    return parse({"store": environ.get("SPENDGATE_STORE", "sqlite:///./spendgate.db"),
-                  "providers": providers, "models": models})
+    return parse(
+        {
+            "store": environ.get("SPENDGATE_STORE", "sqlite:///./spendgate.db"),
+            "providers": providers,
+            "models": models,
+        }
+    )
 
 
 class Secrets(BaseModel):

@@ -76,7 +76,8 @@ def translate(exc: Exception) -> GatewayError:
         return _budget(exc)
     if isinstance(exc, StoreUnavailable):
         return GatewayError(
-            503, "store_unavailable",
+            503,
+            "store_unavailable",
             "the budget store is unreachable; budgets fail closed, so nothing was sent "
             "upstream. Try again shortly.",
             headers={"retry-after": "1"},
@@ -85,7 +86,9 @@ def translate(exc: Exception) -> GatewayError:
         return GatewayError(404, "workflow_not_found", str(exc))
     if isinstance(exc, NoRouteAvailable):
         return GatewayError(
-            503, "no_route_available", str(exc),
+            503,
+            "no_route_available",
+            str(exc),
             headers={"retry-after": _retry_after(exc.retry_after_s)},
         )
     if isinstance(exc, DeadlineExceeded):
@@ -109,8 +112,9 @@ def _budget(exc: BudgetExceeded) -> GatewayError:
             f" token budget has {exc.remaining} left of {exc.limit}"
         )
     hint = " Lower max_tokens, or raise the cap through the admin API."
-    return GatewayError(402, "budget_exceeded", detail + "; nothing was sent upstream." + hint,
-                        should_retry=False)
+    return GatewayError(
+        402, "budget_exceeded", detail + "; nothing was sent upstream." + hint, should_retry=False
+    )
 
 
 def _routing_failed(exc: RoutingFailed, last: UpstreamError | None = None) -> GatewayError:
@@ -121,11 +125,15 @@ def _routing_failed(exc: RoutingFailed, last: UpstreamError | None = None) -> Ga
         if last.retry_after_s is not None:
             headers["retry-after"] = _retry_after(last.retry_after_s)
         return GatewayError(
-            429, "rate_limited",
+            429,
+            "rate_limited",
             f"upstream rate limit outlasted retries and fallbacks ({summary})",
-            headers=headers, should_retry=False,
+            headers=headers,
+            should_retry=False,
         )
     return GatewayError(
-        502, "upstream_error",
-        f"upstream failed after retries and fallbacks ({summary})", should_retry=False,
+        502,
+        "upstream_error",
+        f"upstream failed after retries and fallbacks ({summary})",
+        should_retry=False,
     )

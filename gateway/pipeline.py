@@ -1,12 +1,12 @@
 """The request path, one short async function per step, in the order it runs:
 
-    routes       parse JSON (400), auth (401/403/404), headers (400)
-    guard        idempotency: replay | claim | conflict (422) | wait for the holder
-    fallback     for each candidate: breaker open -> next
-      retry      transient errors only; Retry-After or jittered backoff; within the deadline
-        attempt  reserve the worst case (402) -> provider.send -> settle the truth
-    relay        a stream is committed at its first event; no failover after that
-    finish       metrics, access log, response headers
+routes       parse JSON (400), auth (401/403/404), headers (400)
+guard        idempotency: replay | claim | conflict (422) | wait for the holder
+fallback     for each candidate: breaker open -> next
+  retry      transient errors only; Retry-After or jittered backoff; within the deadline
+    attempt  reserve the worst case (402) -> provider.send -> settle the truth
+relay        a stream is committed at its first event; no failover after that
+finish       metrics, access log, response headers
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ async def run(rt: Runtime, ctx: Ctx) -> Answer | StreamAnswer:
     hooks = RetryHooks(
         on_retry=lambda exc, _wait: _on_retry(rt, ctx, exc),
         on_budget_exhausted=lambda: metrics.RETRY_BUDGET_EXHAUSTED.labels(
-            rt.labels.model(ctx.served or ctx.model)).inc(),
+            rt.labels.model(ctx.served or ctx.model)
+        ).inc(),
     )
 
     async def attempt(step: Step) -> Answer | StreamAnswer:
@@ -115,8 +116,13 @@ async def run(rt: Runtime, ctx: Ctx) -> Answer | StreamAnswer:
 
     async with asyncio.timeout_at(_loop_deadline(ctx.deadline)):
         return await fallback.run(
-            ctx.model, rt.routes, attempt, ctx.deadline, hooks,
-            sdk_retrying=ctx.sdk_retrying, on_fallback=_on_fallback,
+            ctx.model,
+            rt.routes,
+            attempt,
+            ctx.deadline,
+            hooks,
+            sdk_retrying=ctx.sdk_retrying,
+            on_fallback=_on_fallback,
         )
 
 
@@ -151,8 +157,12 @@ async def _attempt(rt: Runtime, ctx: Ctx, step: Step) -> Answer | StreamAnswer:
     ctx.attempts += 1
     hold = await _reserve(rt, ctx, m)
     call = UpstreamCall(
-        endpoint=ctx.endpoint, body=ctx.body, upstream_model=m.upstream_model,
-        stream=ctx.stream, headers=ctx.upstream_headers, deadline=ctx.deadline.at,
+        endpoint=ctx.endpoint,
+        body=ctx.body,
+        upstream_model=m.upstream_model,
+        stream=ctx.stream,
+        headers=ctx.upstream_headers,
+        deadline=ctx.deadline.at,
         max_output_tokens=m.max_output_tokens,
     )
     is_retry = step.attempt > 1
@@ -163,8 +173,16 @@ async def _attempt(rt: Runtime, ctx: Ctx, step: Step) -> Answer | StreamAnswer:
         done = await m.provider.complete(call)
     except UpstreamError as exc:
         _count_attempt(rt, m, exc.kind)
-        await settle(rt, ctx, m, hold, exc.usage or Usage(), step.reason, is_retry,
-                     sent=exc.status is not None)
+        await settle(
+            rt,
+            ctx,
+            m,
+            hold,
+            exc.usage or Usage(),
+            step.reason,
+            is_retry,
+            sent=exc.status is not None,
+        )
         raise
     except BaseException:
         await _settle_interrupted(rt, ctx, m, hold, step.reason, is_retry)
@@ -172,14 +190,18 @@ async def _attempt(rt: Runtime, ctx: Ctx, step: Step) -> Answer | StreamAnswer:
     finally:
         ctx.upstream_s += time.perf_counter() - started
     _count_attempt(rt, m, "success")
-    await settle(rt, ctx, m, hold, done.usage, step.reason, is_retry, estimate=True,
-                 text=done.text)
+    await settle(rt, ctx, m, hold, done.usage, step.reason, is_retry, estimate=True, text=done.text)
     return Answer(done.status, done.headers, done.body)
 
 
 async def _open_stream(
-    rt: Runtime, ctx: Ctx, m: ModelRuntime, call: UpstreamCall, hold: Hold,
-    reason: str, is_retry: bool,
+    rt: Runtime,
+    ctx: Ctx,
+    m: ModelRuntime,
+    call: UpstreamCall,
+    hold: Hold,
+    reason: str,
+    is_retry: bool,
 ) -> StreamAnswer:
     stream = await m.provider.stream(call)
     chunks = aiter(stream)
@@ -222,23 +244,30 @@ async def _settle_interrupted(
     try:
         async with asyncio.timeout(5):
             await asyncio.shield(
-                settle(rt, ctx, m, hold, Usage(), reason, is_retry, estimate=True,
-                       partial=True)
+                settle(rt, ctx, m, hold, Usage(), reason, is_retry, estimate=True, partial=True)
             )
     except TimeoutError:
         return
 
 
 async def settle(
-    rt: Runtime, ctx: Ctx, m: ModelRuntime, hold: Hold, usage: Usage, reason: str,
-    is_retry: bool, *, sent: bool = True, estimate: bool = False, partial: bool = False,
+    rt: Runtime,
+    ctx: Ctx,
+    m: ModelRuntime,
+    hold: Hold,
+    usage: Usage,
+    reason: str,
+    is_retry: bool,
+    *,
+    sent: bool = True,
+    estimate: bool = False,
+    partial: bool = False,
     text: str = "",
 ) -> None:
     """Charge one attempt: the provider's counts, and with ``estimate`` the tokenizer's
     count of whatever the provider did not report."""
     if estimate and not usage.complete:
-        usage, estimated = final_usage(usage, text, m.upstream_model,
-                                       lambda: ctx.prompt_tokens(m))
+        usage, estimated = final_usage(usage, text, m.upstream_model, lambda: ctx.prompt_tokens(m))
         partial = partial or estimated
     cost = cost_micros(m.price, usage)
     ctx.cost_micros += cost
@@ -246,8 +275,14 @@ async def settle(
     ctx.partial = ctx.partial or partial
     _count_spend(rt, ctx, m, usage, cost)
     charge = Charge(
-        cost_micros=cost, tokens=usage.by_kind(), model=m.name, request_id=ctx.request_id,
-        sent=sent, partial=partial, is_retry=is_retry, is_fallback=reason != "primary",
+        cost_micros=cost,
+        tokens=usage.by_kind(),
+        model=m.name,
+        request_id=ctx.request_id,
+        sent=sent,
+        partial=partial,
+        is_retry=is_retry,
+        is_fallback=reason != "primary",
     )
     workflow = await rt.budgets.settle(hold, charge)
     ctx.workflow = workflow or ctx.workflow
@@ -266,7 +301,8 @@ def _add(a: Usage, b: Usage) -> Usage:
         return None if x is None and y is None else (x or 0) + (y or 0)
 
     return Usage(
-        plus(a.input_tokens, b.input_tokens), plus(a.output_tokens, b.output_tokens),
+        plus(a.input_tokens, b.input_tokens),
+        plus(a.output_tokens, b.output_tokens),
         plus(a.cached_input_tokens, b.cached_input_tokens),
         plus(a.partial_output_tokens, b.partial_output_tokens),
     )
@@ -289,9 +325,7 @@ def response_headers(ctx: Ctx, *, with_cost: bool = True) -> dict[str, str]:
     return headers
 
 
-async def settle_stream(
-    rt: Runtime, ctx: Ctx, answer: StreamAnswer, *, cut: str | None
-) -> None:
+async def settle_stream(rt: Runtime, ctx: Ctx, answer: StreamAnswer, *, cut: str | None) -> None:
     """After a stream ended (cleanly or not): charge what it really consumed."""
     state = answer.stream.state
     for kind in state.anomalies:
@@ -300,8 +334,15 @@ async def settle_stream(
         metrics.PARTIAL_STREAMS.labels(answer.model.name, cut).inc()
     complete = state.usage.complete
     await settle(
-        rt, ctx, answer.model, answer.hold, state.usage, answer.step_reason, answer.is_retry,
-        estimate=True, partial=cut is not None,
+        rt,
+        ctx,
+        answer.model,
+        answer.hold,
+        state.usage,
+        answer.step_reason,
+        answer.is_retry,
+        estimate=True,
+        partial=cut is not None,
         text="" if complete else state.received_text(),
     )
 

@@ -42,16 +42,13 @@ class SSEResponse:
         self.rt = rt
         self.ctx = ctx
         self.answer = answer
-        self.raw_headers = SSE_HEADERS + [
-            (k.encode(), v.encode()) for k, v in headers.items()
-        ]
+        self.raw_headers = SSE_HEADERS + [(k.encode(), v.encode()) for k, v in headers.items()]
         self.client_gone = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         cut: str | None = "shutdown"
         try:
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": self.raw_headers})
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             cut = await self._race(receive, send)
         finally:
             await self._finish(send, cut)
@@ -80,13 +77,23 @@ class SSEResponse:
                     await _body(send, chunk)
             return None
         except UpstreamError as exc:
-            log.event("stream_broken", request_id=self.ctx.request_id, error=exc.message,
-                      model=self.answer.model.name)
+            log.event(
+                "stream_broken",
+                request_id=self.ctx.request_id,
+                error=exc.message,
+                model=self.answer.model.name,
+            )
             await _body(send, error_event(GatewayError(502, "upstream_error", exc.message)))
             return "upstream_error"
         except TimeoutError:
-            await _body(send, error_event(GatewayError(
-                504, "deadline_exceeded", "the request's deadline passed mid-stream")))
+            await _body(
+                send,
+                error_event(
+                    GatewayError(
+                        504, "deadline_exceeded", "the request's deadline passed mid-stream"
+                    )
+                ),
+            )
             return "deadline"
         except OSError:
             self.client_gone = True
@@ -95,8 +102,9 @@ class SSEResponse:
     async def _finish(self, send: Send, cut: str | None) -> None:
         await asyncio.shield(self._settle(cut))
         if not self.client_gone:
-            tail = orjson.dumps({"cost_usd": micros_to_usd(self.ctx.cost_micros),
-                                 "partial": self.ctx.partial})
+            tail = orjson.dumps(
+                {"cost_usd": micros_to_usd(self.ctx.cost_micros), "partial": self.ctx.partial}
+            )
             with contextlib.suppress(OSError):
                 await _body(send, b": spendgate " + tail + b"\n\n", more=False)
 

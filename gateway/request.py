@@ -43,9 +43,12 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
 
 
 def _too_large(limit: int) -> GatewayError:
-    return GatewayError(413, "request_too_large",
-                        f"the request body is larger than the gateway's limit of {limit} bytes",
-                        should_retry=False)
+    return GatewayError(
+        413,
+        "request_too_large",
+        f"the request body is larger than the gateway's limit of {limit} bytes",
+        should_retry=False,
+    )
 
 
 def check_model(rt: Runtime, principal: Principal, body: dict[str, Any], endpoint: Endpoint) -> str:
@@ -54,16 +57,24 @@ def check_model(rt: Runtime, principal: Principal, body: dict[str, Any], endpoin
         raise bad_request("'model' is required and must be a string", "model")
     runtime = rt.models.get(model)
     if runtime is None:
-        raise GatewayError(404, "model_not_found",
-                           f"no model named {model!r} is configured; GET /v1/models lists "
-                           "the models this key may use", param="model", should_retry=False)
+        raise GatewayError(
+            404,
+            "model_not_found",
+            f"no model named {model!r} is configured; GET /v1/models lists "
+            "the models this key may use",
+            param="model",
+            should_retry=False,
+        )
     if not principal.may_use(model):
-        raise GatewayError(403, "model_not_allowed",
-                           f"the key {principal.name!r} may not use the model {model!r}",
-                           param="model", should_retry=False)
+        raise GatewayError(
+            403,
+            "model_not_allowed",
+            f"the key {principal.name!r} may not use the model {model!r}",
+            param="model",
+            should_retry=False,
+        )
     if runtime.kind != endpoint:
-        raise bad_request(f"the model {model!r} is a {runtime.kind} model, not {endpoint}",
-                          "model")
+        raise bad_request(f"the model {model!r} is a {runtime.kind} model, not {endpoint}", "model")
     if endpoint == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -89,20 +100,27 @@ def workflow_scope(request: Request, principal: Principal) -> Scope:
     tokens_text = headers.get("x-workflow-budget-tokens")
     step = headers.get("x-workflow-step")
     if workflow is None and (cap_text or tokens_text):
-        raise bad_request("X-Workflow-Budget-Usd and X-Workflow-Budget-Tokens need an X-Workflow-Id")
+        raise bad_request(
+            "X-Workflow-Budget-Usd and X-Workflow-Budget-Tokens need an X-Workflow-Id"
+        )
     cap = _usd_header(cap_text) if cap_text is not None else None
     ceiling = principal.max_workflow_budget_micros
     if ceiling is not None and workflow is not None:
         if cap is not None and cap > ceiling:
             raise bad_request(
                 f"X-Workflow-Budget-Usd {micros_to_usd(cap)} is above this key's ceiling of "
-                f"{micros_to_usd(ceiling)}")
+                f"{micros_to_usd(ceiling)}"
+            )
         cap = ceiling if cap is None else cap
     if step is not None and len(step) > 256:
         raise bad_request("X-Workflow-Step must be at most 256 characters")
     return Scope(
-        key=principal.name, workflow_id=workflow, cap_micros=cap,
-        cap_tokens=_tokens_header(tokens_text), step=step, key_budget=principal.key_budget,
+        key=principal.name,
+        workflow_id=workflow,
+        cap_micros=cap,
+        cap_tokens=_tokens_header(tokens_text),
+        step=step,
+        key_budget=principal.key_budget,
     )
 
 
@@ -122,15 +140,21 @@ def _tokens_header(text: str | None) -> int | None:
 
 
 def build_ctx(
-    rt: Runtime, request: Request, principal: Principal, body: dict[str, Any],
-    endpoint: Endpoint, request_id: str,
+    rt: Runtime,
+    request: Request,
+    principal: Principal,
+    body: dict[str, Any],
+    endpoint: Endpoint,
+    request_id: str,
 ) -> Ctx:
     model = check_model(rt, principal, body, endpoint)
     defaults = rt.config.defaults
     try:
         seconds = timeout_seconds(
-            request.headers.get("x-request-timeout"), request.headers.get("x-stainless-timeout"),
-            defaults.request_timeout_s, defaults.max_request_timeout_s,
+            request.headers.get("x-request-timeout"),
+            request.headers.get("x-stainless-timeout"),
+            defaults.request_timeout_s,
+            defaults.max_request_timeout_s,
         )
     except ValueError as exc:
         raise bad_request(str(exc)) from None
@@ -140,8 +164,12 @@ def build_ctx(
     if traceparent:
         upstream["traceparent"] = traceparent
     return Ctx(
-        request_id=request_id, principal=principal, endpoint=endpoint, body=body,
-        model=model, stream=bool(body.get("stream")) and endpoint == "chat",
+        request_id=request_id,
+        principal=principal,
+        endpoint=endpoint,
+        body=body,
+        model=model,
+        stream=bool(body.get("stream")) and endpoint == "chat",
         deadline=Deadline(time.monotonic() + seconds, time.monotonic),
         scope=workflow_scope(request, principal),
         sdk_retrying=retry_count.isdigit() and int(retry_count) > 0,

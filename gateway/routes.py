@@ -29,13 +29,16 @@ def runtime(request: Request) -> Runtime:
     return rt
 
 
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     return Response(orjson.dumps(payload), status, headers, media_type=JSON)
 
 
 def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
-    return Response(error.body(), error.status, {**(headers or {}), **error.headers},
-                    media_type=JSON)
+    return Response(
+        error.body(), error.status, {**(headers or {}), **error.headers}, media_type=JSON
+    )
 
 
 async def chat_completions(request: Request) -> Response:
@@ -54,8 +57,14 @@ async def _proxy(request: Request, endpoint: Endpoint) -> Response:
         body = await read_json(request, rt.config.defaults.max_body_bytes)
         ctx = build_ctx(rt, request, principal, body, endpoint, request_id)
     except GatewayError as exc:
-        log.access({"request_id": request_id, "endpoint": endpoint, "status": exc.status,
-                    "error": exc.code})
+        log.access(
+            {
+                "request_id": request_id,
+                "endpoint": endpoint,
+                "status": exc.status,
+                "error": exc.code,
+            }
+        )
         return error_response(exc, {"x-request-id": request_id})
     return await _serve(rt, ctx)
 
@@ -68,8 +77,9 @@ async def _serve(rt: Runtime, ctx: Ctx) -> Response:
     except UpstreamError as exc:
         if exc.passthrough and exc.body is not None:
             access.finish(rt, ctx, exc.status or 502, "upstream_client_error")
-            return Response(exc.body, exc.status or 502, pipeline.response_headers(ctx),
-                            media_type=JSON)
+            return Response(
+                exc.body, exc.status or 502, pipeline.response_headers(ctx), media_type=JSON
+            )
         return _failed(rt, ctx, translate(exc))
     except (GatewayError, PolicyError, AccountingError, TimeoutError) as exc:
         return _failed(rt, ctx, _translate(exc))
@@ -77,17 +87,22 @@ async def _serve(rt: Runtime, ctx: Ctx) -> Response:
         metrics.INFLIGHT.labels(model).dec()
     if isinstance(answer, Answer):
         access.finish(rt, ctx, answer.status)
-        return Response(answer.body, answer.status,
-                        {**answer.headers, **pipeline.response_headers(ctx)})
+        return Response(
+            answer.body, answer.status, {**answer.headers, **pipeline.response_headers(ctx)}
+        )
     headers = pipeline.response_headers(ctx, with_cost=False)
     return SSEResponse(rt, ctx, answer, headers)  # type: ignore[return-value]
 
 
 def _translate(exc: Exception) -> GatewayError:
     if isinstance(exc, TimeoutError):
-        return GatewayError(504, "deadline_exceeded",
-                            "the request's deadline passed before an answer was ready "
-                            "(raise X-Request-Timeout to allow longer)", should_retry=False)
+        return GatewayError(
+            504,
+            "deadline_exceeded",
+            "the request's deadline passed before an answer was ready "
+            "(raise X-Request-Timeout to allow longer)",
+            should_retry=False,
+        )
     if isinstance(exc, BudgetExceeded):
         metrics.BUDGET_REJECTIONS.labels(exc.scope).inc()
         log.event("budget_rejected", scope=exc.scope, unit=exc.unit)

@@ -54,13 +54,17 @@ def build_providers(
     providers: dict[str, Provider] = {}
     for name, p in config.providers.items():
         transport = Transport(
-            client, name, connect_timeout_s=p.connect_timeout_s,
-            idle_timeout_s=p.idle_timeout_s, first_token_timeout_s=p.first_token_timeout_s,
+            client,
+            name,
+            connect_timeout_s=p.connect_timeout_s,
+            idle_timeout_s=p.idle_timeout_s,
+            first_token_timeout_s=p.first_token_timeout_s,
         )
         key = secrets.provider_keys[name]
         if p.kind == "anthropic":
-            providers[name] = AnthropicProvider(name, p.base_url, key, transport,
-                                                version=p.anthropic_version)
+            providers[name] = AnthropicProvider(
+                name, p.base_url, key, transport, version=p.anthropic_version
+            )
         else:
             providers[name] = OpenAIProvider(name, p.base_url, key, transport)
     return providers
@@ -72,9 +76,7 @@ def _on_breaker_change(model: str, old: str, new: str) -> None:
     log.event("breaker_state_change", model=model, from_state=old, to_state=new)
 
 
-def build_routes(
-    config: FileConfig, clock: Callable[[], float]
-) -> dict[str, Route]:
+def build_routes(config: FileConfig, clock: Callable[[], float]) -> dict[str, Route]:
     budgets = {
         name: RetryBudget(config.defaults.retry_budget_ratio, config.defaults.retry_budget_min)
         for name in config.providers
@@ -87,17 +89,23 @@ def build_routes(
 
 
 def _route(
-    name: str, m: ModelConfig, config: FileConfig, clock: Callable[[], float],
+    name: str,
+    m: ModelConfig,
+    config: FileConfig,
+    clock: Callable[[], float],
     budget: RetryBudget,
 ) -> Route:
     retry = m.retry or config.defaults.retry
     breaker = m.breaker or config.defaults.breaker
     return Route(
         model=name,
-        retry=RetrySettings(retry.max_attempts, retry.initial_backoff_s, retry.max_backoff_s,
-                            retry.max_retry_after_s),
-        breaker=Breaker(name, breaker.fail_max, breaker.reset_timeout_s, clock,
-                        _on_breaker_change),
+        retry=RetrySettings(
+            retry.max_attempts,
+            retry.initial_backoff_s,
+            retry.max_backoff_s,
+            retry.max_retry_after_s,
+        ),
+        breaker=Breaker(name, breaker.fail_max, breaker.reset_timeout_s, clock, _on_breaker_change),
         budget=budget,
         fallbacks=m.fallbacks,
         context_window_fallbacks=m.context_window_fallbacks,
@@ -107,8 +115,11 @@ def _route(
 def build_models(config: FileConfig, providers: dict[str, Provider]) -> dict[str, ModelRuntime]:
     return {
         name: ModelRuntime(
-            name=name, kind=m.kind, provider=providers[m.provider],
-            upstream_model=m.upstream_model, price=price_of(m),
+            name=name,
+            kind=m.kind,
+            provider=providers[m.provider],
+            upstream_model=m.upstream_model,
+            price=price_of(m),
             max_output_tokens=max_output_of(m, config.defaults),
         )
         for name, m in config.models.items()

@@ -79,9 +79,13 @@ class Breaker:
         self.model = model
         self._storage = _ClockStorage(clock)
         self._cb = pybreaker.CircuitBreaker(
-            fail_max=fail_max, reset_timeout=reset_timeout_s, name=model,
-            state_storage=self._storage, exclude=[_not_counted],
-            listeners=[_Listener(on_change)], throw_new_error_on_trip=False,
+            fail_max=fail_max,
+            reset_timeout=reset_timeout_s,
+            name=model,
+            state_storage=self._storage,
+            exclude=[_not_counted],
+            listeners=[_Listener(on_change)],
+            throw_new_error_on_trip=False,
         )
         self._trial_in_flight = False
 

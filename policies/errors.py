@@ -79,9 +79,7 @@ class NoRouteAvailable(PolicyError):
     def __init__(self, retry_after_s: float, models: list[str]) -> None:
         self.retry_after_s = retry_after_s
         self.models = models
-        super().__init__(
-            "every candidate model's circuit breaker is open: " + ", ".join(models)
-        )
+        super().__init__("every candidate model's circuit breaker is open: " + ", ".join(models))
 
 
 class DeadlineExceeded(PolicyError):

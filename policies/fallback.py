@@ -9,7 +9,7 @@ except a context-window error, which moves to the failing model's
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -96,13 +96,18 @@ async def run(
 
 
 async def _run_one(
-    route: Route, step: Step, attempt: AttemptFn[T], deadline: Deadline,
-    hooks: RetryHooks, sdk_retrying: bool,
+    route: Route,
+    step: Step,
+    attempt: AttemptFn[T],
+    deadline: Deadline,
+    hooks: RetryHooks,
+    sdk_retrying: bool,
 ) -> T:
     settings = route.retry
     if sdk_retrying:
-        settings = RetrySettings(1, settings.initial_backoff_s, settings.max_backoff_s,
-                                 settings.max_retry_after_s)
+        settings = RetrySettings(
+            1, settings.initial_backoff_s, settings.max_backoff_s, settings.max_retry_after_s
+        )
 
     async def once(number: int) -> T:
         step.attempt = number

@@ -102,8 +102,9 @@ async def call_with_retries(
         number = state.attempt_number
         if number not in planned:
             exc = state.outcome.exception() if state.outcome else None
-            planned[number] = plan_retry(exc or Exception(), number, settings,
-                                         deadline.remaining(), hooks.rand())
+            planned[number] = plan_retry(
+                exc or Exception(), number, settings, deadline.remaining(), hooks.rand()
+            )
         return planned[number]
 
     def stop(state: RetryCallState) -> bool:
@@ -122,7 +123,10 @@ async def call_with_retries(
         return plan(state) or 0.0
 
     retrying = AsyncRetrying(
-        stop=stop, wait=wait, sleep=hooks.sleep, reraise=True,
+        stop=stop,
+        wait=wait,
+        sleep=hooks.sleep,
+        reraise=True,
         retry=retry_if_exception(lambda e: isinstance(e, UpstreamError) and e.retryable),
     )
     budget.requests += 1

@@ -47,17 +47,21 @@ class AnthropicProvider:
     def _request(self, call: UpstreamCall) -> bytes:
         if call.endpoint != "chat":
             raise UpstreamError(
-                f"{self.name} (Anthropic) has no embeddings endpoint", kind="client_error",
+                f"{self.name} (Anthropic) has no embeddings endpoint",
+                kind="client_error",
                 status=400,
                 body=_openai_error("this model does not support embeddings", "model"),
             )
         try:
-            body = to_anthropic_request(dict(call.body), call.upstream_model,
-                                        call.max_output_tokens)
+            body = to_anthropic_request(
+                dict(call.body), call.upstream_model, call.max_output_tokens
+            )
         except TranslationError as exc:
             raise UpstreamError(
-                f"cannot translate the request for {self.name}: {exc}", kind="client_error",
-                status=400, body=_openai_error(str(exc), exc.param),
+                f"cannot translate the request for {self.name}: {exc}",
+                kind="client_error",
+                status=400,
+                body=_openai_error(str(exc), exc.param),
             ) from None
         return orjson.dumps(body)
 
@@ -67,8 +71,10 @@ class AnthropicProvider:
         if isinstance(payload, dict) and isinstance(payload.get("usage"), dict):
             usage = usage_from_anthropic(payload["usage"])
         return self._transport.fail(
-            response, orjson.dumps(error_to_openai(response.status_code, payload)),
-            context_window=is_context_window_error(response.status_code, payload), usage=usage,
+            response,
+            orjson.dumps(error_to_openai(response.status_code, payload)),
+            context_window=is_context_window_error(response.status_code, payload),
+            usage=usage,
         )
 
     async def complete(self, call: UpstreamCall) -> Completed:
@@ -81,15 +87,19 @@ class AnthropicProvider:
         payload = json_or_none(body)
         if not isinstance(payload, dict):
             raise UpstreamError(
-                f"{self.name} answered something that is not JSON", kind="server_error",
-                status=response.status_code, retryable=True, breaker_failure=True,
+                f"{self.name} answered something that is not JSON",
+                kind="server_error",
+                status=response.status_code,
+                retryable=True,
+                breaker_failure=True,
             )
         model = str(call.body.get("model", call.upstream_model))
         translated = from_anthropic_response(payload, model, int(time.time()))
         usage = usage_from_anthropic(payload.get("usage"))
         out_headers = {"content-type": "application/json"}
-        return Completed(response.status_code, out_headers, orjson.dumps(translated), usage,
-                         call.upstream_model)
+        return Completed(
+            response.status_code, out_headers, orjson.dumps(translated), usage, call.upstream_model
+        )
 
     async def stream(self, call: UpstreamCall) -> AnthropicStream:
         content = self._request(call)
@@ -104,15 +114,26 @@ class AnthropicProvider:
 
 
 def _openai_error(message: str, param: str | None) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error",
-                                   "param": param, "code": "invalid_request"}})
+    return orjson.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": param,
+                "code": "invalid_request",
+            }
+        }
+    )
 
 
 class AnthropicStream:
     """Anthropic SSE events -> OpenAI ``chat.completion.chunk`` events."""
 
     def __init__(
-        self, provider: str, response: httpx.Response, transport: Transport,
+        self,
+        provider: str,
+        response: httpx.Response,
+        transport: Transport,
         translator: AnthropicStreamTranslator,
     ) -> None:
         self.provider = provider

@@ -29,14 +29,21 @@ def classify_response(
     if status == 429:
         return UpstreamError(
             f"{provider} rate-limited the request (429)",
-            kind="rate_limited", status=status, retryable=True,
-            retry_after_s=parse_retry_after(headers, time.time()), usage=usage,
+            kind="rate_limited",
+            status=status,
+            retryable=True,
+            retry_after_s=parse_retry_after(headers, time.time()),
+            usage=usage,
         )
     if status in RETRYABLE_STATUS:
         kind = "timeout" if status in (408, 504) else "server_error"
         return UpstreamError(
-            f"{provider} answered {status}", kind=kind, status=status, retryable=True,
-            breaker_failure=True, retry_after_s=parse_retry_after(headers, time.time()),
+            f"{provider} answered {status}",
+            kind=kind,
+            status=status,
+            retryable=True,
+            breaker_failure=True,
+            retry_after_s=parse_retry_after(headers, time.time()),
             usage=usage,
         )
     if status in CREDENTIAL_STATUS:
@@ -45,17 +52,26 @@ def classify_response(
         return UpstreamError(
             f"{provider} rejected the gateway's provider credentials ({status}); "
             "the operator should check the provider's api_key_env",
-            kind="client_error", status=status,
+            kind="client_error",
+            status=status,
         )
     if 400 <= status < 500:
         return UpstreamError(
-            f"{provider} rejected the request ({status})", kind="client_error",
-            status=status, body=body, headers=headers, context_window=context_window,
+            f"{provider} rejected the request ({status})",
+            kind="client_error",
+            status=status,
+            body=body,
+            headers=headers,
+            context_window=context_window,
             usage=usage,
         )
     return UpstreamError(
-        f"{provider} answered an unexpected {status}", kind="server_error", status=status,
-        retryable=status >= 500, breaker_failure=status >= 500, usage=usage,
+        f"{provider} answered an unexpected {status}",
+        kind="server_error",
+        status=status,
+        retryable=status >= 500,
+        breaker_failure=status >= 500,
+        usage=usage,
     )
 
 
@@ -64,16 +80,22 @@ def classify_transport(exc: httpx.HTTPError | TimeoutError, provider: str) -> Up
     if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError):
         return UpstreamError(
             f"cannot connect to {provider} ({type(exc).__name__})",
-            kind="connect_error", retryable=True, breaker_failure=True,
+            kind="connect_error",
+            retryable=True,
+            breaker_failure=True,
         )
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return UpstreamError(
-            f"{provider} did not answer in time", kind="timeout", retryable=True,
+            f"{provider} did not answer in time",
+            kind="timeout",
+            retryable=True,
             breaker_failure=True,
         )
     return UpstreamError(
-        f"{provider} connection failed ({type(exc).__name__})", kind="server_error",
-        retryable=True, breaker_failure=True,
+        f"{provider} connection failed ({type(exc).__name__})",
+        kind="server_error",
+        retryable=True,
+        breaker_failure=True,
     )
 
 

@@ -56,12 +56,18 @@ class OpenAIProvider:
             )
         if not isinstance(payload, dict):
             raise UpstreamError(
-                f"{self.name} answered something that is not JSON", kind="server_error",
-                status=response.status_code, retryable=True, breaker_failure=True,
+                f"{self.name} answered something that is not JSON",
+                kind="server_error",
+                status=response.status_code,
+                retryable=True,
+                breaker_failure=True,
             )
         model = payload.get("model")
         return Completed(
-            response.status_code, pass_headers(response.headers), body, usage,
+            response.status_code,
+            pass_headers(response.headers),
+            body,
+            usage,
             model if isinstance(model, str) else None,
             "" if usage.complete else _answer_text(payload),
         )
@@ -171,6 +177,9 @@ def _answer_text(payload: dict[str, Any]) -> str:
         for call in message.get("tool_calls") or ():
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict):
-                parts += [v for v in (function.get("name"), function.get("arguments"))
-                          if isinstance(v, str)]
+                parts += [
+                    v
+                    for v in (function.get("name"), function.get("arguments"))
+                    if isinstance(v, str)
+                ]
     return "".join(parts)

@@ -62,12 +62,20 @@ class Transport:
             await response.aclose()
 
     def fail(
-        self, response: httpx.Response, body: bytes, *, context_window: bool = False,
+        self,
+        response: httpx.Response,
+        body: bytes,
+        *,
+        context_window: bool = False,
         usage: Usage | None = None,
     ) -> UpstreamError:
         return classify_response(
-            response.status_code, response.headers, body, provider=self.provider,
-            context_window=context_window, usage=usage,
+            response.status_code,
+            response.headers,
+            body,
+            provider=self.provider,
+            context_window=context_window,
+            usage=usage,
         )
 
     async def chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:

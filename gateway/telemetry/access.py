@@ -23,23 +23,25 @@ def finish(rt: Runtime, ctx: Ctx, status: int, error_code: str | None = None) ->
     if ctx.ttft_s is not None:
         metrics.TTFT.labels(model).observe(ctx.ttft_s)
     wf = ctx.scope.workflow_id
-    log.access({
-        "request_id": ctx.request_id,
-        "trace_id": ctx.upstream_headers.get("traceparent", "")[3:35] or None,
-        "key": ctx.principal.name,
-        "workflow_id": wf,
-        "step": ctx.scope.step,
-        "endpoint": ctx.endpoint,
-        "model": ctx.model,
-        "served_model": ctx.served,
-        "stream": ctx.stream,
-        "status": status,
-        "error": error_code,
-        "attempts": ctx.attempts,
-        "retries": ctx.retries,
-        "tokens": ctx.usage.by_kind(),
-        "cost_usd": micros_to_usd(ctx.cost_micros),
-        "partial": ctx.partial,
-        "latency_ms": round(elapsed * 1000, 3),
-        "overhead_ms": round(max(0.0, elapsed - ctx.upstream_s) * 1000, 3),
-    })
+    log.access(
+        {
+            "request_id": ctx.request_id,
+            "trace_id": ctx.upstream_headers.get("traceparent", "")[3:35] or None,
+            "key": ctx.principal.name,
+            "workflow_id": wf,
+            "step": ctx.scope.step,
+            "endpoint": ctx.endpoint,
+            "model": ctx.model,
+            "served_model": ctx.served,
+            "stream": ctx.stream,
+            "status": status,
+            "error": error_code,
+            "attempts": ctx.attempts,
+            "retries": ctx.retries,
+            "tokens": ctx.usage.by_kind(),
+            "cost_usd": micros_to_usd(ctx.cost_micros),
+            "partial": ctx.partial,
+            "latency_ms": round(elapsed * 1000, 3),
+            "overhead_ms": round(max(0.0, elapsed - ctx.upstream_s) * 1000, 3),
+        }
+    )

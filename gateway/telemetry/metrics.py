@@ -37,16 +37,22 @@ def _gauge(name: str, doc: str, labels: Iterable[str] = (), mode: str = "livesum
 
 REQUESTS = Counter("spendgate_requests_total", "Requests answered", ["model", "status"])
 REQUEST_DURATION = Histogram(
-    "spendgate_request_duration_seconds", "Request duration, end to end", ["model"],
+    "spendgate_request_duration_seconds",
+    "Request duration, end to end",
+    ["model"],
     buckets=LATENCY_BUCKETS,
 )
 TTFT = Histogram(
-    "spendgate_time_to_first_token_seconds", "Time to the first streamed event", ["model"],
+    "spendgate_time_to_first_token_seconds",
+    "Time to the first streamed event",
+    ["model"],
     buckets=LATENCY_BUCKETS,
 )
 OVERHEAD = Histogram(
-    "spendgate_gateway_overhead_seconds", "Time spent in the gateway itself, not upstream",
-    ["model"], buckets=OVERHEAD_BUCKETS,
+    "spendgate_gateway_overhead_seconds",
+    "Time spent in the gateway itself, not upstream",
+    ["model"],
+    buckets=OVERHEAD_BUCKETS,
 )
 UPSTREAM_ATTEMPTS = Counter(
     "spendgate_upstream_attempts_total", "Upstream attempts by outcome", ["model", "outcome"]
@@ -70,7 +76,8 @@ BUDGET_REJECTIONS = Counter(
     "spendgate_budget_rejections_total", "Requests refused by a budget", ["scope"]
 )
 REPLAYS = Counter(
-    "spendgate_idempotent_replays_total", "Answers replayed from the idempotency store",
+    "spendgate_idempotent_replays_total",
+    "Answers replayed from the idempotency store",
     ["model"],
 )
 WORKFLOW_COST = Histogram(
@@ -81,8 +88,10 @@ WORKFLOWS_STALLED = _gauge(
 )
 INFLIGHT = _gauge("spendgate_inflight_requests", "Requests in flight", ["model"])
 OLDEST_INFLIGHT = _gauge(
-    "spendgate_oldest_inflight_seconds", "Age of the oldest in-flight upstream call",
-    ["model"], mode="max",
+    "spendgate_oldest_inflight_seconds",
+    "Age of the oldest in-flight upstream call",
+    ["model"],
+    mode="max",
 )
 RESERVED = _gauge("spendgate_reserved_usd", "Budget held by this gateway's in-flight calls")
 PARTIAL_STREAMS = Counter(
@@ -91,14 +100,33 @@ PARTIAL_STREAMS = Counter(
 STREAM_ANOMALIES = Counter(
     "spendgate_stream_anomalies_total", "Upstream stream anomalies", ["model", "kind"]
 )
-STORE_ERRORS = Counter("spendgate_store_errors_total", "Store operations that failed",
-                       ["operation"])
+STORE_ERRORS = Counter(
+    "spendgate_store_errors_total", "Store operations that failed", ["operation"]
+)
 
 ALL = (
-    REQUESTS, REQUEST_DURATION, TTFT, OVERHEAD, UPSTREAM_ATTEMPTS, RETRIES,
-    RETRY_BUDGET_EXHAUSTED, FALLBACKS, BREAKER_STATE, BREAKER_TRANSITIONS, TOKENS, COST,
-    BUDGET_REJECTIONS, REPLAYS, WORKFLOW_COST, WORKFLOWS_STALLED, INFLIGHT, OLDEST_INFLIGHT,
-    RESERVED, PARTIAL_STREAMS, STREAM_ANOMALIES, STORE_ERRORS,
+    REQUESTS,
+    REQUEST_DURATION,
+    TTFT,
+    OVERHEAD,
+    UPSTREAM_ATTEMPTS,
+    RETRIES,
+    RETRY_BUDGET_EXHAUSTED,
+    FALLBACKS,
+    BREAKER_STATE,
+    BREAKER_TRANSITIONS,
+    TOKENS,
+    COST,
+    BUDGET_REJECTIONS,
+    REPLAYS,
+    WORKFLOW_COST,
+    WORKFLOWS_STALLED,
+    INFLIGHT,
+    OLDEST_INFLIGHT,
+    RESERVED,
+    PARTIAL_STREAMS,
+    STREAM_ANOMALIES,
+    STORE_ERRORS,
 )
 
 
@@ -106,7 +134,7 @@ def metric_names() -> set[str]:
     """Base names of every metric (counters with their ``_total`` suffix)."""
     names = set()
     for metric in ALL:
-        name = metric._name  # noqa: SLF001 - prometheus_client keeps it here
+        name = metric._name
         names.add(name + "_total" if isinstance(metric, Counter) else name)
     return names
 

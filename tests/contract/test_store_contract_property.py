@@ -149,9 +149,9 @@ async def _play(store: Store, model: _Model, ops: list[Op]) -> None:
 
 @settings(max_examples=int(os.environ.get("STORE_PROPERTY_EXAMPLES", "100")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    cap=st.integers(10**11, 3 * 10**12),
+    cap=st.integers(0, 6 * 10**11) | st.integers(10**12, 3 * 10**12),
     cap_tokens=st.none() | st.integers(10**4, 3 * 10**5),
-    limit=st.integers(10**11, 4 * 10**12),
+    limit=st.integers(0, 6 * 10**11) | st.integers(10**12, 4 * 10**12),
     ops=st.lists(_ops, max_size=30),
 )
 def test_random_sequences_match_the_model(

@@ -22,8 +22,11 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 
 def test_malformed_json_is_400(gateway: Gateway) -> None:
     with gateway.client() as c:
-        r = c.post("/v1/chat/completions", content=b"{not json",
-                   headers={"content-type": "application/json"})
+        r = c.post(
+            "/v1/chat/completions",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        )
     assert r.status_code == 400 and error_of(r)["code"] == "invalid_request"
     assert "not valid JSON" in error_of(r)["message"]
     assert gateway.mock_stats()["requests"] == []
@@ -51,10 +54,13 @@ def test_bad_header_values_are_400(gateway: Gateway, headers: dict[str, str], ne
 
 @pytest.mark.parametrize(
     "body",
-    [{"messages": [{"role": "user", "content": "x"}]}, {"model": "gpt-4o"},
-     {"model": "gpt-4o", "messages": [], "stream": False},
-     {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "stream": "yes"},
-     ["not", "an", "object"]],
+    [
+        {"messages": [{"role": "user", "content": "x"}]},
+        {"model": "gpt-4o"},
+        {"model": "gpt-4o", "messages": [], "stream": False},
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "stream": "yes"},
+        ["not", "an", "object"],
+    ],
 )
 def test_bad_bodies_are_400(gateway: Gateway, body: Any) -> None:
     with gateway.client() as c:
@@ -106,8 +112,14 @@ def test_body_over_limit_without_content_length_is_413(gateway: Gateway) -> None
 
 
 def test_upstream_client_error_passes_through_unchanged(gateway: Gateway) -> None:
-    body = {"error": {"message": "Invalid value for 'temperature'", "type":
-                      "invalid_request_error", "param": "temperature", "code": None}}
+    body = {
+        "error": {
+            "message": "Invalid value for 'temperature'",
+            "type": "invalid_request_error",
+            "param": "temperature",
+            "code": None,
+        }
+    }
     gateway.script("gpt-4o", [{"status": 400, "body": body}])
     with gateway.client() as c:
         r = c.post("/v1/chat/completions", json=CHAT)
@@ -117,8 +129,14 @@ def test_upstream_client_error_passes_through_unchanged(gateway: Gateway) -> Non
 
 
 def test_upstream_credential_rejection_never_echoes_the_provider_body(gateway: Gateway) -> None:
-    body = {"error": {"message": "Incorrect API key provided: sk-prov***9c", "code":
-                      "invalid_api_key", "type": "invalid_request_error", "param": None}}
+    body = {
+        "error": {
+            "message": "Incorrect API key provided: sk-prov***9c",
+            "code": "invalid_api_key",
+            "type": "invalid_request_error",
+            "param": None,
+        }
+    }
     gateway.script("gpt-4o-mini", [{"status": 401, "body": body}])
     with gateway.client() as c:
         r = c.post("/v1/chat/completions", json={**CHAT, "model": "gpt-4o-mini"})

@@ -15,8 +15,7 @@ def sdk(gw: Gateway, key: str = KEY_RESEARCH) -> openai.OpenAI:
 
 
 def test_non_streaming_answer(gateway: Gateway) -> None:
-    raw = sdk(gateway).chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=MESSAGES)
+    raw = sdk(gateway).chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
     completion = raw.parse()
     assert completion.choices[0].message.content
     assert completion.usage is not None and completion.usage.completion_tokens == 20
@@ -29,8 +28,7 @@ def test_non_streaming_answer(gateway: Gateway) -> None:
 
 
 def test_streaming_answer_arrives_chunk_by_chunk(gateway: Gateway) -> None:
-    stream = sdk(gateway).chat.completions.create(model="gpt-4o", messages=MESSAGES,
-                                                  stream=True)
+    stream = sdk(gateway).chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(text.split()) == 20
@@ -42,24 +40,28 @@ def test_streaming_answer_arrives_chunk_by_chunk(gateway: Gateway) -> None:
 
 
 def test_streaming_with_usage_requested(gateway: Gateway) -> None:
-    chunks = list(sdk(gateway).chat.completions.create(
-        model="gpt-4o", messages=MESSAGES, stream=True,
-        stream_options={"include_usage": True}))
+    chunks = list(
+        sdk(gateway).chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 20
 
 
 def test_unknown_fields_pass_through_and_model_is_mapped(gateway: Gateway) -> None:
     sdk(gateway).chat.completions.create(
-        model="claude-sonnet" if False else "gpt-4o-mini", messages=MESSAGES,
-        extra_body={"x_custom_field": {"a": 1}}, temperature=0.3)
+        model="claude-sonnet" if False else "gpt-4o-mini",
+        messages=MESSAGES,
+        extra_body={"x_custom_field": {"a": 1}},
+        temperature=0.3,
+    )
     [record] = gateway.mock_stats()["requests"]
     assert record["body"]["x_custom_field"] == {"a": 1}
     assert record["body"]["temperature"] == 0.3
 
 
 def test_provider_key_reaches_upstream_never_the_client(gateway: Gateway) -> None:
-    raw = sdk(gateway).chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=MESSAGES)
+    raw = sdk(gateway).chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
     [record] = gateway.mock_stats()["requests"]
     assert record["authorization"] == f"Bearer {PROVIDER_KEY}"
     assert KEY_RESEARCH not in str(record)
@@ -70,8 +72,9 @@ def test_anthropic_model_answers_in_openai_shape(gateway: Gateway) -> None:
     client = sdk(gateway)
     completion = client.chat.completions.create(model="claude-sonnet", messages=MESSAGES)
     assert completion.choices[0].message.content
-    chunks = list(client.chat.completions.create(model="claude-sonnet", messages=MESSAGES,
-                                                 stream=True))
+    chunks = list(
+        client.chat.completions.create(model="claude-sonnet", messages=MESSAGES, stream=True)
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(text.split()) == 20
 

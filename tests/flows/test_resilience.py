@@ -18,11 +18,13 @@ from tests.support.gateway import ADMIN_KEY, KEY_RESEARCH, Gateway, run_gateway
 CHAT: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}]}
 
 
-def post(gw: Gateway, model: str, headers: dict[str, str] | None = None,
-         **body: Any) -> httpx.Response:
+def post(
+    gw: Gateway, model: str, headers: dict[str, str] | None = None, **body: Any
+) -> httpx.Response:
     with gw.client() as c:
-        return c.post("/v1/chat/completions", json={**CHAT, "model": model, **body},
-                      headers=headers or {})
+        return c.post(
+            "/v1/chat/completions", json={**CHAT, "model": model, **body}, headers=headers or {}
+        )
 
 
 def calls(gw: Gateway, model: str) -> list[dict[str, Any]]:
@@ -49,8 +51,9 @@ def test_retry_after_seconds_is_waited_in_full(gateway: Gateway) -> None:
 
 
 def test_retry_after_ms_takes_precedence(gateway: Gateway) -> None:
-    gateway.script("gpt-4o-mini", [{"status": 429, "headers": {
-        "retry-after-ms": "300", "Retry-After": "20"}}])
+    gateway.script(
+        "gpt-4o-mini", [{"status": 429, "headers": {"retry-after-ms": "300", "Retry-After": "20"}}]
+    )
     r = post(gateway, "gpt-4o-mini")
     assert r.status_code == 200
     first, second = calls(gateway, "gpt-4o-mini")
@@ -90,8 +93,11 @@ def test_client_error_is_one_attempt_and_leaves_the_breaker(gateway: Gateway) ->
     for _ in range(8):
         assert post(gateway, "gpt-4o").status_code == 400
     assert len(calls(gateway, "gpt-4o")) == 8 and calls(gateway, "claude-sonnet-4-5") == []
-    assert breakers(gateway)["gpt-4o"] == {"state": "closed", "failures": 0,
-                                           "seconds_until_half_open": 0.0}
+    assert breakers(gateway)["gpt-4o"] == {
+        "state": "closed",
+        "failures": 0,
+        "seconds_until_half_open": 0.0,
+    }
 
 
 def test_deadline_passes_while_upstream_thinks(gateway: Gateway) -> None:
@@ -109,15 +115,20 @@ def breaker_config(config: dict[str, Any], fail_max: int = 3) -> dict[str, Any]:
 
 
 async def concurrent(gw: Gateway, n: int, model: str, **body: Any) -> list[httpx.Response]:
-    async with httpx.AsyncClient(base_url=gw.url, timeout=30, headers={
-            "authorization": f"Bearer {KEY_RESEARCH}"}) as client:
-        return await asyncio.gather(*[
-            client.post("/v1/chat/completions", json={**CHAT, "model": model, **body})
-            for _ in range(n)])
+    async with httpx.AsyncClient(
+        base_url=gw.url, timeout=30, headers={"authorization": f"Bearer {KEY_RESEARCH}"}
+    ) as client:
+        return await asyncio.gather(
+            *[
+                client.post("/v1/chat/completions", json={**CHAT, "model": model, **body})
+                for _ in range(n)
+            ]
+        )
 
 
 def test_breaker_opens_skips_primary_and_admits_one_trial(
-        config: dict[str, Any], mock: str) -> None:
+    config: dict[str, Any], mock: str
+) -> None:
     clock = FakeClock()
     with run_gateway(breaker_config(config), mock, clock=clock) as gw:
         gw.script("gpt-4o", [], default={"status": 500})
@@ -167,27 +178,44 @@ def sdk(gw: Gateway) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=KEY_RESEARCH, max_retries=0)
 
 
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
 
 
 def test_openai_primary_falls_back_to_anthropic_with_tool_calls(gateway: Gateway) -> None:
     gateway.script("gpt-4o", [], default={"status": 503})
-    gateway.script("claude-sonnet-4-5", [], default={
-        "tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}}})
+    gateway.script(
+        "claude-sonnet-4-5",
+        [],
+        default={"tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+    )
     client = sdk(gateway)
     raw = client.chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=CHAT["messages"], tools=TOOLS)
+        model="gpt-4o", messages=CHAT["messages"], tools=TOOLS
+    )
     completion = raw.parse()
     assert raw.headers["x-spendgate-model"] == "claude-sonnet"
     call = completion.choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "Paris"}
     assert completion.choices[0].finish_reason == "tool_calls"
-    chunks = list(client.chat.completions.create(
-        model="gpt-4o", messages=CHAT["messages"], tools=TOOLS, stream=True))
-    args = "".join(c.choices[0].delta.tool_calls[0].function.arguments or ""
-                   for c in chunks if c.choices and c.choices[0].delta.tool_calls)
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o", messages=CHAT["messages"], tools=TOOLS, stream=True
+        )
+    )
+    args = "".join(
+        c.choices[0].delta.tool_calls[0].function.arguments or ""
+        for c in chunks
+        if c.choices and c.choices[0].delta.tool_calls
+    )
     assert json.loads(args) == {"city": "Paris"}
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
@@ -197,7 +225,8 @@ def test_stream_reset_mid_way_raises_and_splices_nothing(gateway: Gateway) -> No
     received: list[str] = []
     with pytest.raises(openai.APIError):
         for chunk in sdk(gateway).chat.completions.create(
-                model="gpt-4o", messages=CHAT["messages"], stream=True):
+            model="gpt-4o", messages=CHAT["messages"], stream=True
+        ):
             if chunk.choices and chunk.choices[0].delta.content:
                 received.append(chunk.choices[0].delta.content)
     assert len(received) == 3
@@ -206,15 +235,17 @@ def test_stream_reset_mid_way_raises_and_splices_nothing(gateway: Gateway) -> No
 
 def test_stream_failure_before_first_byte_fails_over(gateway: Gateway) -> None:
     gateway.script("gpt-4o", [], default={"reset_after_chunks": 0})
-    chunks = list(sdk(gateway).chat.completions.create(
-        model="gpt-4o", messages=CHAT["messages"], stream=True))
+    chunks = list(
+        sdk(gateway).chat.completions.create(model="gpt-4o", messages=CHAT["messages"], stream=True)
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(text.split()) == 20
     assert calls(gateway, "claude-sonnet-4-5")
 
 
 def test_context_window_error_goes_to_the_context_fallback(
-        config: dict[str, Any], mock: str) -> None:
+    config: dict[str, Any], mock: str
+) -> None:
     config["models"]["gpt-4o"]["context_window_fallbacks"] = ["claude-sonnet"]
     config["models"]["gpt-4o"]["fallbacks"] = []
     with run_gateway(config, mock) as gw:
@@ -233,8 +264,11 @@ def test_content_policy_error_reaches_the_client_after_one_attempt(gateway: Gate
 
 def test_retry_budget_bounds_an_outage(config: dict[str, Any], mock: str) -> None:
     config["models"]["gpt-4o-mini"]["breaker"] = {"fail_max": 100000, "reset_timeout_s": 60}
-    config["models"]["gpt-4o-mini"]["retry"] = {"max_attempts": 3, "initial_backoff_s": 0.05,
-                                                "max_backoff_s": 0.1}
+    config["models"]["gpt-4o-mini"]["retry"] = {
+        "max_attempts": 3,
+        "initial_backoff_s": 0.05,
+        "max_backoff_s": 0.1,
+    }
     with run_gateway(config, mock) as gw:
         gw.script("gpt-4o-mini", [], default={"status": 503})
         responses = asyncio.run(concurrent(gw, 200, "gpt-4o-mini"))

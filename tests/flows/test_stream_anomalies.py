@@ -63,7 +63,10 @@ def test_deadline_mid_stream_ends_with_an_error_event(gateway: Gateway) -> None:
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY_RESEARCH, max_retries=0)
     with pytest.raises(openai.APIError, match="deadline"):
         for _ in client.chat.completions.create(
-                model="gpt-4o-mini", messages=MESSAGES, stream=True,
-                extra_headers={"x-request-timeout": "1"}):
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            extra_headers={"x-request-timeout": "1"},
+        ):
             pass
     healthy(gateway)

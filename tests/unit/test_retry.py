@@ -7,12 +7,12 @@ from policies.errors import UpstreamError
 from policies.retry import RetryBudget, RetryHooks, RetrySettings, call_with_retries, plan_retry
 from tests.support.clock import FakeClock
 
-SETTINGS = RetrySettings(max_attempts=4, initial_backoff_s=1, max_backoff_s=8,
-                         max_retry_after_s=60)
+SETTINGS = RetrySettings(max_attempts=4, initial_backoff_s=1, max_backoff_s=8, max_retry_after_s=60)
 
 
-def err(kind: str = "server_error", retry_after: float | None = None,
-        retryable: bool = True) -> UpstreamError:
+def err(
+    kind: str = "server_error", retry_after: float | None = None, retryable: bool = True
+) -> UpstreamError:
     return UpstreamError(kind, kind=kind, retryable=retryable, retry_after_s=retry_after)
 
 
@@ -65,8 +65,13 @@ async def test_call_with_retries_sleeps_what_was_planned() -> None:
         return "ok"
 
     budget = RetryBudget()
-    result = await call_with_retries(fn, SETTINGS, budget, Deadline(clock() + 30, clock),
-                                     RetryHooks(sleep=sleep, rand=lambda: 0.5))
+    result = await call_with_retries(
+        fn,
+        SETTINGS,
+        budget,
+        Deadline(clock() + 30, clock),
+        RetryHooks(sleep=sleep, rand=lambda: 0.5),
+    )
     assert result == "ok" and calls == [1, 2, 3] and slept == [2.5, 2.5]
     assert budget.requests == 0 and budget.retries == 0
 
@@ -81,8 +86,13 @@ async def test_call_with_retries_reraises_the_last_error() -> None:
         raise err()
 
     with pytest.raises(UpstreamError):
-        await call_with_retries(fn, SETTINGS, RetryBudget(), Deadline(clock() + 30, clock),
-                                RetryHooks(sleep=sleep, rand=lambda: 0.5))
+        await call_with_retries(
+            fn,
+            SETTINGS,
+            RetryBudget(),
+            Deadline(clock() + 30, clock),
+            RetryHooks(sleep=sleep, rand=lambda: 0.5),
+        )
 
 
 def test_timeout_headers() -> None:
