@@ -16,7 +16,7 @@ from accounting import tokens
 from accounting.budgets import Budgets
 from accounting.store import open_store
 from accounting.store.base import Store
-from gateway import admin, routes
+from gateway import admin, routes, workflows
 from gateway.auth import Authenticator
 from gateway.config import FileConfig, Secrets, load
 from gateway.runtime import Runtime, build_models, build_providers, build_routes
@@ -61,9 +61,13 @@ def create_app(
                 "this port can spend through it",
             )
         log.event("started", models=sorted(rt.models), store=_store_kind(config.store))
+        stalls = asyncio.create_task(workflows.watch_stalls(rt))
         try:
             yield
         finally:
+            stalls.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stalls
             await client.aclose()
             await rt.store.close()
 
@@ -81,6 +85,7 @@ def _routes() -> list[Route]:
         Route("/readyz", routes.readyz, methods=["GET"]),
         Route("/metrics", routes.prometheus, methods=["GET"]),
         *admin.ROUTES,
+        *workflows.ROUTES,
     ]
 
 

@@ -63,6 +63,17 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+def _stale_connection_checks() -> dict[str, Any]:
+    """Pool options so a pooled connection the server closed (a restart) is replaced
+    when it is checked out: redis-py skips that check while "maintenance
+    notifications" are on, which they are by default since 7.x."""
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:  # older redis-py: always checks
+        return {}
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
+
 def _tenant(key: str) -> str:
     """The gateway key, escaped so it holds no ``:`` and no hash-tag braces."""
     return key.replace("%", "%25").replace("{", "%7B").replace("}", "%7D").replace(":", "%3A")
@@ -103,6 +114,7 @@ class RedisStore:
             "max_connections": max_connections,
             "timeout": pool_timeout,
             "retry": Retry(NoBackoff(), 0),
+            **_stale_connection_checks(),
         }
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}

@@ -63,7 +63,7 @@ async def test_a_restart_with_a_pooled_connection_recovers(
     try:
         await store.reserve(rq(1))
         own_redis_server.restart()  # the pooled connection is now dead
-        await asyncio.sleep(0.05)  # a running loop notices the close (the restart blocked it)
+        await asyncio.sleep(0.05)  # let the loop see the close (the restart blocked it)
         got = await store.reserve(rq(2))
         assert got.workflow is not None and got.workflow.reserved_micros == 2
     finally:
