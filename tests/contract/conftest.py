@@ -71,9 +71,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store_factory(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> StoreFactory:
+def store_factory(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> StoreFactory:
     if backend == "sqlite":
         return StoreFactory(backend, tmp_path, None)
     server: RedisServer = request.getfixturevalue("redis_server")

@@ -6,7 +6,7 @@ from accounting.store.base import Store
 from tests.contract.helpers import NOW
 
 SCOPE = "team-a:order-42"
-RECORD = b"\x00\xff{\"id\": 1}\r\n" * 3
+RECORD = b'\x00\xff{"id": 1}\r\n' * 3
 
 
 async def test_claim_then_in_flight_then_replay(store: Store) -> None:

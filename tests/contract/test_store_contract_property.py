@@ -147,7 +147,11 @@ async def _play(store: Store, model: _Model, ops: list[Op]) -> None:
         await store.close()
 
 
-@settings(max_examples=int(os.environ.get("STORE_PROPERTY_EXAMPLES", "100")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=int(os.environ.get("STORE_PROPERTY_EXAMPLES", "100")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     cap=st.integers(0, 6 * 10**11) | st.integers(10**12, 3 * 10**12),
     cap_tokens=st.none() | st.integers(10**4, 3 * 10**5),

@@ -39,14 +39,18 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
 
 
 @contextmanager
-def spendgate(args: Sequence[str], env: dict[str, str] | None = None,
-              log: Path | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def spendgate(
+    args: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
     full_env = {**os.environ, **(env or {})}
     stderr = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", *args, "--port", str(port)],
-        cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=stderr,
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
     )
     url = f"http://127.0.0.1:{port}"
     try:
