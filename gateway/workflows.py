@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import orjson
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -39,8 +38,11 @@ def status_of(rt: Runtime, wf: WorkflowState) -> dict[str, Any]:
         "spent_usd": micros_to_usd(wf.spent_micros),
         "reserved_usd": micros_to_usd(wf.reserved_micros),
         "remaining_usd": _usd(wf.remaining_micros),
-        "tokens": {"total": wf.tokens_spent, "reserved": wf.tokens_reserved,
-                   **dict(wf.tokens_by_kind)},
+        "tokens": {
+            "total": wf.tokens_spent,
+            "reserved": wf.tokens_reserved,
+            **dict(wf.tokens_by_kind),
+        },
         "calls": wf.calls,
         "retries": wf.retries,
         "fallbacks": wf.fallbacks,
@@ -55,8 +57,7 @@ def status_of(rt: Runtime, wf: WorkflowState) -> dict[str, Any]:
 
 
 def _not_found(workflow_id: str) -> GatewayError:
-    return GatewayError(404, "workflow_not_found",
-                        f"no workflow {workflow_id!r} under this key")
+    return GatewayError(404, "workflow_not_found", f"no workflow {workflow_id!r} under this key")
 
 
 async def get_workflow(request: Request) -> Response:
@@ -85,16 +86,21 @@ async def complete_workflow(request: Request) -> Response:
         return error_response(translate(exc))
     if before is not None and before.status != "completed":
         metrics.WORKFLOW_COST.observe(wf.spent_micros / 1_000_000)
-        log.event("workflow_completed", key=wf.key, workflow_id=workflow_id,
-                  spent_usd=micros_to_usd(wf.spent_micros))
+        log.event(
+            "workflow_completed",
+            key=wf.key,
+            workflow_id=workflow_id,
+            spent_usd=micros_to_usd(wf.spent_micros),
+        )
     return json_response(status_of(rt, wf))
 
 
 def _admin(request: Request) -> Runtime:
     rt = runtime(request)
     if not rt.auth.is_admin(request.headers.get("authorization")):
-        raise GatewayError(401, "invalid_api_key",
-                           "this endpoint needs the admin key (auth.admin_key_env)")
+        raise GatewayError(
+            401, "invalid_api_key", "this endpoint needs the admin key (auth.admin_key_env)"
+        )
     return rt
 
 
@@ -120,8 +126,13 @@ async def admin_workflow(request: Request) -> Response:
         else:
             cap, tokens = await _caps(request)
             wf = await rt.store.set_workflow_cap(key, workflow_id, cap, tokens, rt.wall())
-            log.event("workflow_cap_set", key=key, workflow_id=workflow_id,
-                      budget_usd=_usd(cap), budget_tokens=tokens)
+            log.event(
+                "workflow_cap_set",
+                key=key,
+                workflow_id=workflow_id,
+                budget_usd=_usd(cap),
+                budget_tokens=tokens,
+            )
         if wf is None:
             raise _not_found(workflow_id)
     except (GatewayError, AccountingError) as exc:
@@ -135,7 +146,7 @@ async def _caps(request: Request) -> tuple[int | None, int | None]:
     except orjson.JSONDecodeError:
         raise bad_request("the request body is not valid JSON") from None
     if not isinstance(body, dict) or not set(body) <= {"budget_usd", "budget_tokens"}:
-        raise bad_request("send {\"budget_usd\": \"10.00\", \"budget_tokens\": 100000}")
+        raise bad_request('send {"budget_usd": "10.00", "budget_tokens": 100000}')
     cap = body.get("budget_usd")
     tokens = body.get("budget_tokens")
     try:

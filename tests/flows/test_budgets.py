@@ -48,24 +48,33 @@ def settled(gw: Gateway, wf: str, calls: int) -> dict[str, Any]:
     raise AssertionError(f"workflow {wf} not settled: {body}")
 
 
-async def storm(gw: Gateway, n: int, parallel: int, headers: dict[str, str],
-                stream: bool) -> list[int]:
+async def storm(
+    gw: Gateway, n: int, parallel: int, headers: dict[str, str], stream: bool
+) -> list[int]:
     limit = asyncio.Semaphore(parallel)
-    async with httpx.AsyncClient(base_url=gw.url, timeout=30, headers={
-            "authorization": f"Bearer {KEY_RESEARCH}", **headers}) as client:
+    async with httpx.AsyncClient(
+        base_url=gw.url, timeout=30, headers={"authorization": f"Bearer {KEY_RESEARCH}", **headers}
+    ) as client:
+
         async def one() -> int:
             async with limit:
-                body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20,
-                        "stream": stream}
+                body = {
+                    "model": "gpt-4o-mini",
+                    "messages": MESSAGES,
+                    "max_tokens": 20,
+                    "stream": stream,
+                }
                 r = await client.post("/v1/chat/completions", json=body)
                 await r.aread()
                 return r.status_code
+
         return await asyncio.gather(*[one() for _ in range(n)])
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_concurrent_requests_never_exceed_the_cap(
-        config: dict[str, Any], mock: str, stream: bool) -> None:
+    config: dict[str, Any], mock: str, stream: bool
+) -> None:
     with run_gateway(priced(config), mock) as gw:
         gw.script("gpt-4o-mini", [], default={"delay_s": 0.05})
         headers = {"x-workflow-id": "wf-storm", "x-workflow-budget-usd": "0.15"}
@@ -80,16 +89,18 @@ def test_concurrent_requests_never_exceed_the_cap(
 
 def test_402_body_and_headers(config: dict[str, Any], mock: str) -> None:
     with run_gateway(priced(config), mock) as gw, gw.client() as c:
-        r = c.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES},
-                   headers={"x-workflow-id": "wf-small", "x-workflow-budget-usd": "0.01"})
+        r = c.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": MESSAGES},
+            headers={"x-workflow-id": "wf-small", "x-workflow-budget-usd": "0.01"},
+        )
         assert r.status_code == 402 and r.headers["x-should-retry"] == "false"
         error = r.json()["error"]
         assert error["code"] == "budget_exceeded" and "nothing was sent" in error["message"]
         assert gw.mock_stats()["requests"] == []
 
 
-def test_response_headers_carry_cost_and_workflow_spend(config: dict[str, Any],
-                                                       mock: str) -> None:
+def test_response_headers_carry_cost_and_workflow_spend(config: dict[str, Any], mock: str) -> None:
     with run_gateway(priced(config), mock) as gw, gw.client() as c:
         headers = {"x-workflow-id": "wf-h", "x-workflow-budget-usd": "1"}
         body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20}
@@ -100,14 +111,18 @@ def test_response_headers_carry_cost_and_workflow_spend(config: dict[str, Any],
 
 
 def test_cut_streams_are_charged_what_was_really_generated(
-        config: dict[str, Any], mock: str) -> None:
+    config: dict[str, Any], mock: str
+) -> None:
     with run_gateway(priced(config), mock) as gw:
         gw.script("gpt-4o-mini", [{"reset_after_chunks": 5}])
         client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=KEY_RESEARCH, max_retries=0)
         with pytest.raises(openai.APIError):
             for _ in client.chat.completions.create(
-                    model="gpt-4o-mini", messages=MESSAGES, stream=True,
-                    extra_headers={"x-workflow-id": "wf-reset"}):
+                model="gpt-4o-mini",
+                messages=MESSAGES,
+                stream=True,
+                extra_headers={"x-workflow-id": "wf-reset"},
+            ):
                 pass
         state = settled(gw, "wf-reset", 1)
         assert state["partial_streams"] == 1
@@ -115,13 +130,13 @@ def test_cut_streams_are_charged_what_was_really_generated(
 
 
 def test_client_disconnect_stops_generation_and_is_charged(
-        config: dict[str, Any], mock: str) -> None:
+    config: dict[str, Any], mock: str
+) -> None:
     with run_gateway(priced(config), mock) as gw:
         gw.script("gpt-4o-mini", [{"chunk_delay_s": 0.1, "completion_tokens": 200}])
         body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
         headers = {"authorization": f"Bearer {KEY_RESEARCH}", "x-workflow-id": "wf-gone"}
-        with httpx.stream("POST", f"{gw.url}/v1/chat/completions", json=body,
-                          headers=headers) as r:
+        with httpx.stream("POST", f"{gw.url}/v1/chat/completions", json=body, headers=headers) as r:
             content_events = 0
             for line in r.iter_lines():
                 if '"content":"' in line and '"content":""' not in line:
@@ -139,13 +154,17 @@ def test_client_disconnect_stops_generation_and_is_charged(
 
 
 def test_cap_can_be_lowered_never_raised_and_is_scoped_to_the_key(
-        config: dict[str, Any], mock: str) -> None:
+    config: dict[str, Any], mock: str
+) -> None:
     with run_gateway(priced(config), mock) as gw:
+
         def call(key: str, cap: str) -> httpx.Response:
             with gw.client(key) as c:
-                return c.post("/v1/chat/completions", json={
-                    "model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20},
-                    headers={"x-workflow-id": "wf-cap", "x-workflow-budget-usd": cap})
+                return c.post(
+                    "/v1/chat/completions",
+                    json={"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20},
+                    headers={"x-workflow-id": "wf-cap", "x-workflow-budget-usd": cap},
+                )
 
         assert call(KEY_RESEARCH, "1.00").status_code == 200
         assert call(KEY_RESEARCH, "5.00").status_code == 200
@@ -163,15 +182,19 @@ def test_admin_reads_any_workflow_and_raises_its_cap(config: dict[str, Any], moc
 
     with run_gateway(priced(config), mock) as gw:
         with gw.client() as c:
-            c.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES},
-                   headers={"x-workflow-id": "wf-a", "x-workflow-budget-usd": "0.5"})
+            c.post(
+                "/v1/chat/completions",
+                json={"model": "gpt-4o-mini", "messages": MESSAGES},
+                headers={"x-workflow-id": "wf-a", "x-workflow-budget-usd": "0.5"},
+            )
         admin = {"authorization": f"Bearer {ADMIN_KEY}"}
         url = f"{gw.url}/admin/workflows/research/wf-a"
         assert httpx.get(url, headers=admin).json()["budget_usd"] == "0.500000"
         r = httpx.patch(url, headers=admin, json={"budget_usd": "3"})
         assert r.status_code == 200 and r.json()["budget_usd"] == "3.000000"
-        assert httpx.get(url, headers={"authorization": f"Bearer {KEY_RESEARCH}"}
-                         ).status_code == 401
+        assert (
+            httpx.get(url, headers={"authorization": f"Bearer {KEY_RESEARCH}"}).status_code == 401
+        )
 
 
 def test_complete_and_stalled_listing(config: dict[str, Any], mock: str) -> None:
@@ -180,13 +203,18 @@ def test_complete_and_stalled_listing(config: dict[str, Any], mock: str) -> None
     wall = FakeClock(time.time())
     with run_gateway(priced(config), mock, wall=wall) as gw, gw.client() as c:
         for wf in ("wf-done", "wf-stuck"):
-            c.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES},
-                   headers={"x-workflow-id": wf, "x-workflow-step": "plan"})
+            c.post(
+                "/v1/chat/completions",
+                json={"model": "gpt-4o-mini", "messages": MESSAGES},
+                headers={"x-workflow-id": wf, "x-workflow-step": "plan"},
+            )
         done = c.post("/workflows/wf-done/complete").json()
         assert done["status"] == "completed" and done["current_step"] == "plan"
         wall.advance(gw.runtime.config.workflows.stall_after_s + 1)
-        listed = httpx.get(f"{gw.url}/admin/workflows?status=stalled",
-                           headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
+        listed = httpx.get(
+            f"{gw.url}/admin/workflows?status=stalled",
+            headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        ).json()
         assert [w["id"] for w in listed["workflows"]] == ["wf-stuck"]
         assert c.get("/workflows/wf-stuck").json()["status"] == "stalled"
 
@@ -205,16 +233,20 @@ def test_spend_survives_a_restart(config: dict[str, Any], mock: str) -> None:
 def test_embeddings_are_accounted(config: dict[str, Any], mock: str) -> None:
     config["models"]["embed"]["price"] = {"input_per_mtok": 1000, "output_per_mtok": 0}
     with run_gateway(config, mock) as gw, gw.client() as c:
-        r = c.post("/v1/embeddings", json={"model": "embed", "input": ["hello world", "hi"]},
-                   headers={"x-workflow-id": "wf-emb"})
+        r = c.post(
+            "/v1/embeddings",
+            json={"model": "embed", "input": ["hello world", "hi"]},
+            headers={"x-workflow-id": "wf-emb"},
+        )
         assert r.status_code == 200 and len(r.json()["data"]) == 2
         [record] = gw.mock_stats()["requests"]
         assert Decimal(r.headers["x-spendgate-cost-usd"]) == record["prompt_tokens"] * TOKEN_USD
         assert workflow(gw, "wf-emb").json()["tokens"]["input"] == record["prompt_tokens"]
 
 
-def test_crashed_holders_reservation_expires(config: dict[str, Any], mock: str,
-                                             tmp_path: Path) -> None:
+def test_crashed_holders_reservation_expires(
+    config: dict[str, Any], mock: str, tmp_path: Path
+) -> None:
     """A hold whose replica died is counted (worst case) once its lease runs out."""
     import yaml
 
@@ -225,8 +257,12 @@ def test_crashed_holders_reservation_expires(config: dict[str, Any], mock: str,
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20}
-    headers = {"authorization": f"Bearer {KEY_RESEARCH}", "x-workflow-id": "wf-crash",
-               "x-workflow-budget-usd": "1", "x-request-timeout": "5"}
+    headers = {
+        "authorization": f"Bearer {KEY_RESEARCH}",
+        "x-workflow-id": "wf-crash",
+        "x-workflow-budget-usd": "1",
+        "x-request-timeout": "5",
+    }
     httpx.post(f"{mock}/_mock/script", json={"model": "gpt-4o-mini", "steps": [{"hang": True}]})
     with spendgate(["serve", "--config", str(path)], ENV) as (proc, url):
         with pytest.raises(httpx.ReadTimeout):

@@ -20,27 +20,37 @@ from tests.support.redis_server import RedisServer
 
 async def storm(urls: list[str], n: int, parallel: int, headers: dict[str, str]) -> list[int]:
     limit = asyncio.Semaphore(parallel)
-    async with httpx.AsyncClient(timeout=30, headers={
-            "authorization": f"Bearer {KEY_RESEARCH}", **headers}) as client:
+    async with httpx.AsyncClient(
+        timeout=30, headers={"authorization": f"Bearer {KEY_RESEARCH}", **headers}
+    ) as client:
+
         async def one(url: str) -> int:
             async with limit:
-                r = await client.post(f"{url}/v1/chat/completions", json={
-                    "model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20})
+                r = await client.post(
+                    f"{url}/v1/chat/completions",
+                    json={"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20},
+                )
                 return r.status_code
+
         pick = cycle(urls)
         return await asyncio.gather(*[one(next(pick)) for _ in range(n)])
 
 
-def test_two_replicas_share_one_cap(config: dict[str, Any], mock: str, tmp_path: Path,
-                                    redis_server: RedisServer) -> None:
+def test_two_replicas_share_one_cap(
+    config: dict[str, Any], mock: str, tmp_path: Path, redis_server: RedisServer
+) -> None:
     config = priced(config)
     config["store"] = redis_server.url
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    httpx.post(f"{mock}/_mock/script", json={"model": "gpt-4o-mini", "steps": [],
-                                             "default": {"delay_s": 0.05}})
-    with spendgate(["serve", "--config", str(path)], ENV) as (_, a), \
-            spendgate(["serve", "--config", str(path)], ENV) as (_, b):
+    httpx.post(
+        f"{mock}/_mock/script",
+        json={"model": "gpt-4o-mini", "steps": [], "default": {"delay_s": 0.05}},
+    )
+    with (
+        spendgate(["serve", "--config", str(path)], ENV) as (_, a),
+        spendgate(["serve", "--config", str(path)], ENV) as (_, b),
+    ):
         headers = {"x-workflow-id": "wf-shared", "x-workflow-budget-usd": "0.15"}
         statuses = asyncio.run(storm([a, b], 40, 16, headers))
         assert statuses.count(200) == 5 and statuses.count(402) == 35
@@ -48,13 +58,15 @@ def test_two_replicas_share_one_cap(config: dict[str, Any], mock: str, tmp_path:
         truth = sum(r["prompt_tokens"] + r["completion_tokens"] for r in stats) * TOKEN_USD
         assert truth <= Decimal("0.15")
         for url in (a, b):
-            state = httpx.get(f"{url}/workflows/wf-shared",
-                              headers={"authorization": f"Bearer {KEY_RESEARCH}"}).json()
+            state = httpx.get(
+                f"{url}/workflows/wf-shared", headers={"authorization": f"Bearer {KEY_RESEARCH}"}
+            ).json()
             assert Decimal(state["spent_usd"]) == truth and state["calls"] == 5
 
 
-def test_redis_unreachable_fails_closed(config: dict[str, Any], mock: str,
-                                        redis_server: RedisServer) -> None:
+def test_redis_unreachable_fails_closed(
+    config: dict[str, Any], mock: str, redis_server: RedisServer
+) -> None:
     config = priced(config)
     config["store"] = redis_server.url
     with run_gateway(config, mock) as gw, gw.client() as c:

@@ -12,18 +12,40 @@ from gateway.config import ConfigError, env_config, load_file, parse, resolve_se
 
 GOOD: dict[str, Any] = {
     "store": "sqlite:///tmp/x.db",
-    "auth": {"admin_key_env": "ADMIN", "keys": [
-        {"name": "research", "key_env": "KEY_R", "models": ["gpt-4o"],
-         "max_workflow_budget_usd": 5.0, "budget_usd": 200, "budget_period": "30d"}]},
-    "providers": {"openai": {"kind": "openai", "base_url": "https://api.openai.com/v1",
-                             "api_key_env": "OPENAI_API_KEY"}},
+    "auth": {
+        "admin_key_env": "ADMIN",
+        "keys": [
+            {
+                "name": "research",
+                "key_env": "KEY_R",
+                "models": ["gpt-4o"],
+                "max_workflow_budget_usd": 5.0,
+                "budget_usd": 200,
+                "budget_period": "30d",
+            }
+        ],
+    },
+    "providers": {
+        "openai": {
+            "kind": "openai",
+            "base_url": "https://api.openai.com/v1",
+            "api_key_env": "OPENAI_API_KEY",
+        }
+    },
     "models": {
-        "gpt-4o": {"provider": "openai", "upstream_model": "gpt-4o",
-                   "price": {"input_per_mtok": 2.5, "output_per_mtok": 10},
-                   "fallbacks": ["mini"],
-                   "retry": {"max_attempts": 4, "initial_backoff_s": 1, "max_backoff_s": 30,
-                             "max_retry_after_s": 60},
-                   "breaker": {"fail_max": 5, "reset_timeout_s": 60}},
+        "gpt-4o": {
+            "provider": "openai",
+            "upstream_model": "gpt-4o",
+            "price": {"input_per_mtok": 2.5, "output_per_mtok": 10},
+            "fallbacks": ["mini"],
+            "retry": {
+                "max_attempts": 4,
+                "initial_backoff_s": 1,
+                "max_backoff_s": 30,
+                "max_retry_after_s": 60,
+            },
+            "breaker": {"fail_max": 5, "reset_timeout_s": 60},
+        },
         "mini": {"provider": "openai", "upstream_model": "gpt-4o-mini"},
     },
     "defaults": {"request_timeout_s": 600},
@@ -91,8 +113,9 @@ def test_env_config_serves_providers_with_keys() -> None:
         env_config({})
 
 
-def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_config_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     good = tmp_path / "good.yaml"
