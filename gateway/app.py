@@ -68,6 +68,8 @@ def create_app(
             stalls.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stalls
+            if rt.settling:  # settlements of streams cut by the shutdown
+                await asyncio.wait(rt.settling, timeout=10)
             await client.aclose()
             await rt.store.close()
 

@@ -16,11 +16,12 @@ import contextlib
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from accounting.errors import AccountingError
 from accounting.pricing import micros_to_usd
 from gateway.errors import GatewayError
 from gateway.pipeline import Ctx, StreamAnswer, settle_stream
 from gateway.runtime import Runtime
-from gateway.telemetry import access
+from gateway.telemetry import access, metrics
 from gateway.telemetry import logging as log
 from policies.errors import UpstreamError
 
@@ -100,7 +101,7 @@ class SSEResponse:
             return "client_disconnect"
 
     async def _finish(self, send: Send, cut: str | None) -> None:
-        await asyncio.shield(self._settle(cut))
+        await asyncio.shield(self.rt.track(self._settle(cut)))
         if not self.client_gone:
             tail = orjson.dumps(
                 {"cost_usd": micros_to_usd(self.ctx.cost_micros), "partial": self.ctx.partial}
@@ -109,9 +110,13 @@ class SSEResponse:
                 await _body(send, b": spendgate " + tail + b"\n\n", more=False)
 
     async def _settle(self, cut: str | None) -> None:
-        with contextlib.suppress(Exception):
-            await self.answer.stream.aclose()
-        await settle_stream(self.rt, self.ctx, self.answer, cut=cut)
+        await self.answer.stream.aclose()
+        try:
+            await settle_stream(self.rt, self.ctx, self.answer, cut=cut)
+        except AccountingError as exc:
+            metrics.STORE_ERRORS.labels("settle").inc()
+            log.event("settle_failed", level=40, request_id=self.ctx.request_id,
+                      error=str(exc))
         access.finish(self.rt, self.ctx, 200, cut)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -45,7 +47,15 @@ class Runtime:
     labels: metrics.Labels
     client: httpx.AsyncClient
     wall: Callable[[], float] = time.time
-    inflight: dict[str, dict[str, float]] = field(default_factory=dict)
+    settling: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a settlement that must finish even if its request is cancelled; the
+        lifespan waits for these before it closes the store."""
+        task = asyncio.ensure_future(work)
+        self.settling.add(task)
+        task.add_done_callback(self.settling.discard)
+        return task
 
 
 def build_providers(

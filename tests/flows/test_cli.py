@@ -48,3 +48,42 @@ def test_graceful_stop_lets_open_streams_finish(
         assert proc.wait(timeout=20) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM
     text = log.read_text()
     assert '"msg":"request"' in text and PROVIDER_KEY not in text and KEY_RESEARCH not in text
+
+
+def test_stream_cut_by_shutdown_is_settled_before_exit(
+    config: dict[str, Any], mock: str, tmp_path: Path
+) -> None:
+    from decimal import Decimal
+
+    import httpx
+
+    from tests.flows.test_budgets import TOKEN_USD, priced
+    from tests.support.gateway import run_gateway
+
+    config = priced(config)
+    config["defaults"]["shutdown_grace_s"] = 1
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    httpx.post(f"{mock}/_mock/script", json={"model": "gpt-4o-mini", "steps": [
+        {"chunk_delay_s": 0.1, "completion_tokens": 300}]}).raise_for_status()
+    headers = {"authorization": f"Bearer {KEY_RESEARCH}", "x-workflow-id": "wf-shutdown"}
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    with spendgate(["serve", "--config", str(path)], ENV) as (proc, url):
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers,
+                          timeout=30) as r:
+            lines = r.iter_lines()
+            next(lines)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                for _ in lines:
+                    pass
+            except httpx.HTTPError:
+                pass  # the connection is dropped when the grace period ends
+        proc.wait(timeout=20)
+    [record] = httpx.get(f"{mock}/_mock/stats").json()["requests"]
+    assert record["outcome"] == "cancelled" and record["completion_tokens"] < 300
+    with run_gateway(config, mock) as gw:
+        state = httpx.get(f"{gw.url}/workflows/wf-shutdown", headers=headers).json()
+    truth = (record["prompt_tokens"] + record["completion_tokens"]) * TOKEN_USD
+    assert state["partial_streams"] == 1 and state["reserved_usd"] == "0.000000"
+    assert abs(Decimal(state["spent_usd"]) - truth) <= TOKEN_USD
