@@ -18,12 +18,15 @@ from starlette.types import Receive, Scope, Send
 
 from accounting.errors import AccountingError
 from accounting.pricing import micros_to_usd
+from gateway import idempotency
 from gateway.errors import GatewayError
+from gateway.idempotency import Claim, record_headers
 from gateway.pipeline import Ctx, StreamAnswer, settle_stream
 from gateway.runtime import Runtime
 from gateway.telemetry import access, metrics
 from gateway.telemetry import logging as log
 from policies.errors import UpstreamError
+from policies.idempotency import Record
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -38,9 +41,17 @@ def error_event(error: GatewayError) -> bytes:
 
 class SSEResponse:
     def __init__(
-        self, rt: Runtime, ctx: Ctx, answer: StreamAnswer, headers: dict[str, str]
+        self,
+        rt: Runtime,
+        ctx: Ctx,
+        answer: StreamAnswer,
+        headers: dict[str, str],
+        claim: Claim | None = None,
     ) -> None:
         self.rt = rt
+        self.claim = claim
+        self.headers = headers
+        self.frames: list[bytes] | None = [] if claim is not None else None
         self.ctx = ctx
         self.answer = answer
         self.raw_headers = SSE_HEADERS + [(k.encode(), v.encode()) for k, v in headers.items()]
@@ -72,10 +83,10 @@ class SSEResponse:
     async def _pump(self, send: Send) -> str | None:
         loop_deadline = asyncio.get_running_loop().time() + self.ctx.deadline.remaining()
         try:
-            await _body(send, self.answer.first)
+            await self._send(send, self.answer.first)
             async with asyncio.timeout_at(loop_deadline):
                 async for chunk in self.answer.chunks:
-                    await _body(send, chunk)
+                    await self._send(send, chunk)
             return None
         except UpstreamError as exc:
             log.event(
@@ -100,6 +111,11 @@ class SSEResponse:
             self.client_gone = True
             return "client_disconnect"
 
+    async def _send(self, send: Send, chunk: bytes) -> None:
+        if self.frames is not None:
+            self.frames.append(chunk)
+        await _body(send, chunk)
+
     async def _finish(self, send: Send, cut: str | None) -> None:
         await asyncio.shield(self.rt.track(self._settle(cut)))
         if not self.client_gone:
@@ -115,9 +131,12 @@ class SSEResponse:
             await settle_stream(self.rt, self.ctx, self.answer, cut=cut)
         except AccountingError as exc:
             metrics.STORE_ERRORS.labels("settle").inc()
-            log.event("settle_failed", level=40, request_id=self.ctx.request_id,
-                      error=str(exc))
+            log.event("settle_failed", level=40, request_id=self.ctx.request_id, error=str(exc))
         access.finish(self.rt, self.ctx, 200, cut)
+        record = None
+        if cut is None and self.frames is not None:
+            record = Record(200, record_headers(self.headers), frames=self.frames, stream=True)
+        await idempotency.finish(self.rt, self.claim, record)
 
 
 async def _body(send: Send, data: bytes, *, more: bool = True) -> None:

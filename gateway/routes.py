@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
@@ -10,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from accounting.errors import AccountingError, BudgetExceeded
-from gateway import pipeline
+from gateway import idempotency, pipeline
 from gateway.errors import GatewayError, translate
 from gateway.pipeline import Answer, Ctx
 from gateway.providers.base import Endpoint
@@ -20,6 +21,7 @@ from gateway.runtime import Runtime
 from gateway.telemetry import access, metrics
 from gateway.telemetry import logging as log
 from policies.errors import PolicyError, UpstreamError
+from policies.idempotency import Record
 
 JSON = "application/json"
 
@@ -66,32 +68,54 @@ async def _proxy(request: Request, endpoint: Endpoint) -> Response:
             }
         )
         return error_response(exc, {"x-request-id": request_id})
-    return await _serve(rt, ctx)
+    return await _serve(rt, request, ctx)
 
 
-async def _serve(rt: Runtime, ctx: Ctx) -> Response:
+async def _serve(rt: Runtime, request: Request, ctx: Ctx) -> Response:
     model = rt.labels.model(ctx.model)
+    try:
+        guard = await idempotency.begin(rt, request, ctx)
+    except (GatewayError, AccountingError) as exc:
+        return _failed(rt, ctx, _translate(exc))
+    if isinstance(guard, Response):
+        access.finish(rt, ctx, guard.status_code, "replayed")
+        return guard
     metrics.INFLIGHT.labels(model).inc()
+    try:
+        return await _run(rt, ctx, guard)
+    finally:
+        metrics.INFLIGHT.labels(model).dec()
+        if guard is not None and not guard.done and not guard.streaming:
+            await asyncio.shield(rt.track(idempotency.finish(rt, guard, None)))
+
+
+async def _run(rt: Runtime, ctx: Ctx, claim: idempotency.Claim | None) -> Response:
     try:
         answer = await pipeline.run(rt, ctx)
     except UpstreamError as exc:
         if exc.passthrough and exc.body is not None:
-            access.finish(rt, ctx, exc.status or 502, "upstream_client_error")
-            return Response(
-                exc.body, exc.status or 502, pipeline.response_headers(ctx), media_type=JSON
-            )
+            status = exc.status or 502
+            headers = pipeline.response_headers(ctx)
+            await idempotency.finish(rt, claim, Record(status, _replayable(headers), exc.body))
+            access.finish(rt, ctx, status, "upstream_client_error")
+            return Response(exc.body, status, headers, media_type=JSON)
         return _failed(rt, ctx, translate(exc))
     except (GatewayError, PolicyError, AccountingError, TimeoutError) as exc:
         return _failed(rt, ctx, _translate(exc))
-    finally:
-        metrics.INFLIGHT.labels(model).dec()
     if isinstance(answer, Answer):
+        headers = {**answer.headers, **pipeline.response_headers(ctx)}
+        record = Record(answer.status, _replayable(headers), answer.body)
+        await idempotency.finish(rt, claim, record)
         access.finish(rt, ctx, answer.status)
-        return Response(
-            answer.body, answer.status, {**answer.headers, **pipeline.response_headers(ctx)}
-        )
+        return Response(answer.body, answer.status, headers)
     headers = pipeline.response_headers(ctx, with_cost=False)
-    return SSEResponse(rt, ctx, answer, headers)  # type: ignore[return-value]
+    if claim is not None:
+        claim.streaming = True
+    return SSEResponse(rt, ctx, answer, headers, claim)  # type: ignore[return-value]
+
+
+def _replayable(headers: dict[str, str]) -> dict[str, str]:
+    return idempotency.record_headers(headers)
 
 
 def _translate(exc: Exception) -> GatewayError:

@@ -48,6 +48,7 @@ class Runtime:
     client: httpx.AsyncClient
     wall: Callable[[], float] = time.time
     settling: set[asyncio.Task[None]] = field(default_factory=set)
+    idem_waiters: dict[str, asyncio.Event] = field(default_factory=dict)
 
     def track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a settlement that must finish even if its request is cancelled; the

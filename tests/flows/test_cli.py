@@ -64,13 +64,16 @@ def test_stream_cut_by_shutdown_is_settled_before_exit(
     config["defaults"]["shutdown_grace_s"] = 1
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    httpx.post(f"{mock}/_mock/script", json={"model": "gpt-4o-mini", "steps": [
-        {"chunk_delay_s": 0.1, "completion_tokens": 300}]}).raise_for_status()
+    httpx.post(
+        f"{mock}/_mock/script",
+        json={"model": "gpt-4o-mini", "steps": [{"chunk_delay_s": 0.1, "completion_tokens": 300}]},
+    ).raise_for_status()
     headers = {"authorization": f"Bearer {KEY_RESEARCH}", "x-workflow-id": "wf-shutdown"}
     body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
     with spendgate(["serve", "--config", str(path)], ENV) as (proc, url):
-        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers,
-                          timeout=30) as r:
+        with httpx.stream(
+            "POST", f"{url}/v1/chat/completions", json=body, headers=headers, timeout=30
+        ) as r:
             lines = r.iter_lines()
             next(lines)
             proc.send_signal(signal.SIGTERM)
