@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from accounting.errors import AccountingError
+from gateway.context import Ctx
 from gateway.errors import GatewayError, bad_request
-from gateway.pipeline import Ctx
 from gateway.runtime import Runtime
 from gateway.telemetry import logging as log
 from gateway.telemetry import metrics

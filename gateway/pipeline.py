@@ -14,19 +14,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
-from accounting.budgets import Hold, Scope
-from accounting.meter import final_usage
-from accounting.pricing import cost_micros, micros_to_usd, worst_case_micros
-from accounting.store.base import Charge, WorkflowState
-from accounting.tokens import estimate_chat_prompt, estimate_embedding_input
+from accounting.budgets import Hold
+from accounting.pricing import worst_case_micros
 from accounting.usage import Usage
-from gateway.auth import Principal
-from gateway.providers.base import Endpoint, UpstreamCall, UpstreamStream
+from gateway.context import Answer, Ctx, StreamAnswer
+from gateway.providers.base import UpstreamCall, UpstreamStream
 from gateway.providers.classify import stream_broken
 from gateway.runtime import ModelRuntime, Runtime
+from gateway.settlement import settle, settle_interrupted
 from gateway.telemetry import metrics
 from policies import fallback
 from policies.deadline import Deadline
@@ -36,70 +32,6 @@ from policies.retry import RetryHooks
 
 LEASE_MARGIN_S = 60.0
 COMMIT_LOOKAHEAD = 8
-
-
-@dataclass
-class Ctx:
-    """One request as it moves down the path."""
-
-    request_id: str
-    principal: Principal
-    endpoint: Endpoint
-    body: dict[str, Any]
-    model: str
-    stream: bool
-    deadline: Deadline
-    scope: Scope
-    sdk_retrying: bool = False
-    upstream_headers: dict[str, str] = field(default_factory=dict)
-    start: float = field(default_factory=time.perf_counter)
-    served: str | None = None
-    attempts: int = 0
-    retries: int = 0
-    cost_micros: int = 0
-    usage: Usage = field(default_factory=Usage)
-    partial: bool = False
-    workflow: WorkflowState | None = None
-    upstream_s: float = 0.0
-    ttft_s: float | None = None
-    _prompt: dict[str, int] = field(default_factory=dict)
-
-    def prompt_tokens(self, m: ModelRuntime) -> int:
-        cached = self._prompt.get(m.upstream_model)
-        if cached is None:
-            if self.endpoint == "embeddings":
-                cached = estimate_embedding_input(self.body, m.upstream_model)
-            else:
-                cached = estimate_chat_prompt(self.body, m.upstream_model)
-            self._prompt[m.upstream_model] = cached
-        return cached
-
-    def max_output(self, m: ModelRuntime) -> int:
-        if self.endpoint == "embeddings":
-            return 0
-        for name in ("max_completion_tokens", "max_tokens"):
-            value = self.body.get(name)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
-        return m.max_output_tokens
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class StreamAnswer:
-    stream: UpstreamStream
-    chunks: AsyncIterator[bytes]
-    first: bytes
-    hold: Hold
-    model: ModelRuntime
-    step_reason: str
-    is_retry: bool
 
 
 async def run(rt: Runtime, ctx: Ctx) -> Answer | StreamAnswer:
@@ -185,7 +117,7 @@ async def _attempt(rt: Runtime, ctx: Ctx, step: Step) -> Answer | StreamAnswer:
         )
         raise
     except BaseException:
-        await _settle_interrupted(rt, ctx, m, hold, step.reason, is_retry)
+        await settle_interrupted(rt, ctx, m, hold, step.reason, is_retry)
         raise
     finally:
         ctx.upstream_s += time.perf_counter() - started
@@ -235,117 +167,3 @@ async def _until_content(stream: UpstreamStream, chunks: AsyncIterator[bytes]) -
 
 def _count_attempt(rt: Runtime, m: ModelRuntime, outcome: str) -> None:
     metrics.UPSTREAM_ATTEMPTS.labels(m.name, outcome).inc()
-
-
-async def _settle_interrupted(
-    rt: Runtime, ctx: Ctx, m: ModelRuntime, hold: Hold, reason: str, is_retry: bool
-) -> None:
-    """Cancelled or timed out mid-call: charge the prompt we sent (an estimate)."""
-    try:
-        async with asyncio.timeout(5):
-            await asyncio.shield(
-                settle(rt, ctx, m, hold, Usage(), reason, is_retry, estimate=True, partial=True)
-            )
-    except TimeoutError:
-        return
-
-
-async def settle(
-    rt: Runtime,
-    ctx: Ctx,
-    m: ModelRuntime,
-    hold: Hold,
-    usage: Usage,
-    reason: str,
-    is_retry: bool,
-    *,
-    sent: bool = True,
-    estimate: bool = False,
-    partial: bool = False,
-    text: str = "",
-) -> None:
-    """Charge one attempt: the provider's counts, and with ``estimate`` the tokenizer's
-    count of whatever the provider did not report."""
-    if estimate and not usage.complete:
-        usage, estimated = final_usage(usage, text, m.upstream_model, lambda: ctx.prompt_tokens(m))
-        partial = partial or estimated
-    cost = cost_micros(m.price, usage)
-    ctx.cost_micros += cost
-    ctx.usage = _add(ctx.usage, usage)
-    ctx.partial = ctx.partial or partial
-    _count_spend(rt, ctx, m, usage, cost)
-    charge = Charge(
-        cost_micros=cost,
-        tokens=usage.by_kind(),
-        model=m.name,
-        request_id=ctx.request_id,
-        sent=sent,
-        partial=partial,
-        is_retry=is_retry,
-        is_fallback=reason != "primary",
-    )
-    workflow = await rt.budgets.settle(hold, charge)
-    ctx.workflow = workflow or ctx.workflow
-
-
-def _count_spend(rt: Runtime, ctx: Ctx, m: ModelRuntime, usage: Usage, cost: int) -> None:
-    for kind, count in usage.by_kind().items():
-        if count:
-            metrics.TOKENS.labels(m.name, kind).inc(count)
-    if cost:
-        metrics.COST.labels(m.name, rt.labels.key(ctx.principal.name)).inc(cost / 1_000_000)
-
-
-def _add(a: Usage, b: Usage) -> Usage:
-    def plus(x: int | None, y: int | None) -> int | None:
-        return None if x is None and y is None else (x or 0) + (y or 0)
-
-    return Usage(
-        plus(a.input_tokens, b.input_tokens),
-        plus(a.output_tokens, b.output_tokens),
-        plus(a.cached_input_tokens, b.cached_input_tokens),
-        plus(a.partial_output_tokens, b.partial_output_tokens),
-    )
-
-
-def response_headers(ctx: Ctx, *, with_cost: bool = True) -> dict[str, str]:
-    headers = {
-        "x-request-id": ctx.request_id,
-        "x-spendgate-model": ctx.served or ctx.model,
-        "x-spendgate-attempts": str(ctx.attempts),
-    }
-    if with_cost:
-        headers["x-spendgate-cost-usd"] = micros_to_usd(ctx.cost_micros)
-    wf = ctx.workflow
-    if wf is not None:
-        headers["x-workflow-spent-usd"] = micros_to_usd(wf.spent_micros)
-        remaining = wf.remaining_micros
-        if remaining is not None:
-            headers["x-workflow-remaining-usd"] = micros_to_usd(remaining)
-    return headers
-
-
-async def settle_stream(rt: Runtime, ctx: Ctx, answer: StreamAnswer, *, cut: str | None) -> None:
-    """After a stream ended (cleanly or not): charge what it really consumed."""
-    state = answer.stream.state
-    for kind in state.anomalies:
-        metrics.STREAM_ANOMALIES.labels(answer.model.name, kind).inc()
-    if cut is not None:
-        metrics.PARTIAL_STREAMS.labels(answer.model.name, cut).inc()
-    complete = state.usage.complete
-    await settle(
-        rt,
-        ctx,
-        answer.model,
-        answer.hold,
-        state.usage,
-        answer.step_reason,
-        answer.is_retry,
-        estimate=True,
-        partial=cut is not None,
-        text="" if complete else state.received_text(),
-    )
-
-
-def broken(provider: str, why: str) -> UpstreamError:
-    return stream_broken(provider, why)

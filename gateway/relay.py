@@ -19,10 +19,11 @@ from starlette.types import Receive, Scope, Send
 from accounting.errors import AccountingError
 from accounting.pricing import micros_to_usd
 from gateway import idempotency
+from gateway.context import Ctx, StreamAnswer
 from gateway.errors import GatewayError
 from gateway.idempotency import Claim, record_headers
-from gateway.pipeline import Ctx, StreamAnswer, settle_stream
 from gateway.runtime import Runtime
+from gateway.settlement import settle_stream
 from gateway.telemetry import access, metrics
 from gateway.telemetry import logging as log
 from policies.errors import UpstreamError

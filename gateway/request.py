@@ -13,8 +13,8 @@ from starlette.requests import Request
 from accounting.budgets import Scope
 from accounting.pricing import micros_to_usd, usd_to_micros
 from gateway.auth import Principal
+from gateway.context import Ctx
 from gateway.errors import GatewayError, bad_request
-from gateway.pipeline import Ctx
 from gateway.providers.base import Endpoint
 from gateway.runtime import Runtime
 from policies.deadline import Deadline, timeout_seconds

@@ -12,8 +12,8 @@ from starlette.responses import Response
 
 from accounting.errors import AccountingError, BudgetExceeded
 from gateway import idempotency, pipeline
+from gateway.context import Answer, Ctx, response_headers
 from gateway.errors import GatewayError, translate
-from gateway.pipeline import Answer, Ctx
 from gateway.providers.base import Endpoint
 from gateway.relay import SSEResponse
 from gateway.request import build_ctx, read_json
@@ -95,7 +95,7 @@ async def _run(rt: Runtime, ctx: Ctx, claim: idempotency.Claim | None) -> Respon
     except UpstreamError as exc:
         if exc.passthrough and exc.body is not None:
             status = exc.status or 502
-            headers = pipeline.response_headers(ctx)
+            headers = response_headers(ctx)
             await idempotency.finish(rt, claim, Record(status, _replayable(headers), exc.body))
             access.finish(rt, ctx, status, "upstream_client_error")
             return Response(exc.body, status, headers, media_type=JSON)
@@ -103,12 +103,12 @@ async def _run(rt: Runtime, ctx: Ctx, claim: idempotency.Claim | None) -> Respon
     except (GatewayError, PolicyError, AccountingError, TimeoutError) as exc:
         return _failed(rt, ctx, _translate(exc))
     if isinstance(answer, Answer):
-        headers = {**answer.headers, **pipeline.response_headers(ctx)}
+        headers = {**answer.headers, **response_headers(ctx)}
         record = Record(answer.status, _replayable(headers), answer.body)
         await idempotency.finish(rt, claim, record)
         access.finish(rt, ctx, answer.status)
         return Response(answer.body, answer.status, headers)
-    headers = pipeline.response_headers(ctx, with_cost=False)
+    headers = response_headers(ctx, with_cost=False)
     if claim is not None:
         claim.streaming = True
     return SSEResponse(rt, ctx, answer, headers, claim)  # type: ignore[return-value]
@@ -135,7 +135,7 @@ def _translate(exc: Exception) -> GatewayError:
 
 def _failed(rt: Runtime, ctx: Ctx, error: GatewayError) -> Response:
     access.finish(rt, ctx, error.status, error.code)
-    return error_response(error, pipeline.response_headers(ctx))
+    return error_response(error, response_headers(ctx))
 
 
 async def list_models(request: Request) -> Response:

@@ -10,7 +10,7 @@ from gateway.telemetry import logging as log
 from gateway.telemetry import metrics
 
 if TYPE_CHECKING:
-    from gateway.pipeline import Ctx
+    from gateway.context import Ctx
     from gateway.runtime import Runtime
 
 

@@ -1,0 +1,99 @@
+"""One request as it moves down the path, and the answers the path can give."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from accounting.budgets import Hold, Scope
+from accounting.pricing import micros_to_usd
+from accounting.store.base import WorkflowState
+from accounting.tokens import estimate_chat_prompt, estimate_embedding_input
+from accounting.usage import Usage
+from gateway.auth import Principal
+from gateway.providers.base import Endpoint, UpstreamStream
+from gateway.runtime import ModelRuntime
+from policies.deadline import Deadline
+
+
+@dataclass
+class Ctx:
+    """One request as it moves down the path."""
+
+    request_id: str
+    principal: Principal
+    endpoint: Endpoint
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    deadline: Deadline
+    scope: Scope
+    sdk_retrying: bool = False
+    upstream_headers: dict[str, str] = field(default_factory=dict)
+    start: float = field(default_factory=time.perf_counter)
+    served: str | None = None
+    attempts: int = 0
+    retries: int = 0
+    cost_micros: int = 0
+    usage: Usage = field(default_factory=Usage)
+    partial: bool = False
+    workflow: WorkflowState | None = None
+    upstream_s: float = 0.0
+    ttft_s: float | None = None
+    _prompt: dict[str, int] = field(default_factory=dict)
+
+    def prompt_tokens(self, m: ModelRuntime) -> int:
+        cached = self._prompt.get(m.upstream_model)
+        if cached is None:
+            if self.endpoint == "embeddings":
+                cached = estimate_embedding_input(self.body, m.upstream_model)
+            else:
+                cached = estimate_chat_prompt(self.body, m.upstream_model)
+            self._prompt[m.upstream_model] = cached
+        return cached
+
+    def max_output(self, m: ModelRuntime) -> int:
+        if self.endpoint == "embeddings":
+            return 0
+        for name in ("max_completion_tokens", "max_tokens"):
+            value = self.body.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return m.max_output_tokens
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class StreamAnswer:
+    stream: UpstreamStream
+    chunks: AsyncIterator[bytes]
+    first: bytes
+    hold: Hold
+    model: ModelRuntime
+    step_reason: str
+    is_retry: bool
+
+
+def response_headers(ctx: Ctx, *, with_cost: bool = True) -> dict[str, str]:
+    headers = {
+        "x-request-id": ctx.request_id,
+        "x-spendgate-model": ctx.served or ctx.model,
+        "x-spendgate-attempts": str(ctx.attempts),
+    }
+    if with_cost:
+        headers["x-spendgate-cost-usd"] = micros_to_usd(ctx.cost_micros)
+    wf = ctx.workflow
+    if wf is not None:
+        headers["x-workflow-spent-usd"] = micros_to_usd(wf.spent_micros)
+        remaining = wf.remaining_micros
+        if remaining is not None:
+            headers["x-workflow-remaining-usd"] = micros_to_usd(remaining)
+    return headers
