@@ -140,4 +140,4 @@ class LoadGen:
 def _wrk_version() -> str:
     out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     first = (out.stdout + out.stderr).strip().splitlines()
-    return first[0] if first else "wrk"
+    return first[0].split(" Copyright")[0] if first else "wrk"

@@ -132,13 +132,13 @@ def table(result: dict[str, Any]) -> str:
         f"access lines ({log['bytes_per_access_line']:.0f} B each), non-200/error/partial "
         f"lines: {log['bad_access_lines']}",
         "",
-        f"{'target':<52}{'value':>12}  {'goal':<12}result",
-        "-" * 84,
+        f"{'target':<52}{'value':>12}  {'goal':<16}result",
+        "-" * 88,
     ]
     for t in result["targets"]:
         goal = f"{t['op']} {t['goal']:g} {t['unit']}"
         value = f"{t['value']:.3f}" if t["unit"] == "ms" else f"{t['value']:.1f}"
-        out.append(f"{t['target']:<52}{value:>12}  {goal:<12}{'PASS' if t['pass'] else 'MISS'}")
+        out.append(f"{t['target']:<52}{value:>12}  {goal:<16}{'PASS' if t['pass'] else 'MISS'}")
     if result["total_errors"]:
         out += [
             "",

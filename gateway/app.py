@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import httpx
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -22,6 +23,7 @@ from gateway.config import FileConfig, Secrets, load
 from gateway.runtime import Runtime, build_models, build_providers, build_routes
 from gateway.telemetry import logging as log
 from gateway.telemetry import metrics
+from gateway.telemetry.tracing import Tracing, provider_from_env
 
 
 def create_app(
@@ -31,6 +33,7 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
     wall: Callable[[], float] = time.time,
     store: Store | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Starlette:
     """The gateway for ``config``; ``clock`` drives breakers, ``wall`` leases and expiry."""
     client = _http_client(config)
@@ -47,6 +50,7 @@ def create_app(
         labels=metrics.Labels(config.models, [k.name for k in config.auth.keys]),
         client=client,
         wall=wall,
+        tracing=Tracing(tracer_provider or provider_from_env()),
     )
 
     @contextlib.asynccontextmanager
@@ -72,6 +76,7 @@ def create_app(
                 await asyncio.wait(rt.settling, timeout=10)
             await client.aclose()
             await rt.store.close()
+            rt.tracing.shutdown()
 
     app = Starlette(routes=_routes(), lifespan=lifespan)
     app.state.runtime = rt

@@ -42,6 +42,8 @@ class Ctx:
     workflow: WorkflowState | None = None
     upstream_s: float = 0.0
     ttft_s: float | None = None
+    span: Any = None  # the request's server span, when tracing is on
+    retry_reason: str | None = None
     _prompt: dict[str, int] = field(default_factory=dict)
 
     def prompt_tokens(self, m: ModelRuntime) -> int:

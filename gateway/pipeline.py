@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from accounting.budgets import Hold
 from accounting.pricing import worst_case_micros
@@ -23,7 +24,7 @@ from gateway.providers.base import UpstreamCall, UpstreamStream
 from gateway.providers.classify import stream_broken
 from gateway.runtime import ModelRuntime, Runtime
 from gateway.settlement import settle, settle_interrupted
-from gateway.telemetry import metrics
+from gateway.telemetry import metrics, tracing
 from policies import fallback
 from policies.deadline import Deadline
 from policies.errors import UpstreamError
@@ -64,6 +65,7 @@ def _loop_deadline(deadline: Deadline) -> float:
 
 def _on_retry(rt: Runtime, ctx: Ctx, exc: UpstreamError) -> None:
     ctx.retries += 1
+    ctx.retry_reason = exc.kind
     metrics.RETRIES.labels(rt.labels.model(ctx.served or ctx.model), exc.kind).inc()
 
 
@@ -88,12 +90,13 @@ async def _attempt(rt: Runtime, ctx: Ctx, step: Step) -> Answer | StreamAnswer:
     ctx.served = m.name
     ctx.attempts += 1
     hold = await _reserve(rt, ctx, m)
+    span = rt.tracing.start_attempt(ctx.span, _attempt_attributes(rt, ctx, m, step))
     call = UpstreamCall(
         endpoint=ctx.endpoint,
         body=ctx.body,
         upstream_model=m.upstream_model,
         stream=ctx.stream,
-        headers=ctx.upstream_headers,
+        headers=tracing.inject(span, ctx.upstream_headers),
         deadline=ctx.deadline.at,
         max_output_tokens=m.max_output_tokens,
     )
@@ -101,29 +104,46 @@ async def _attempt(rt: Runtime, ctx: Ctx, step: Step) -> Answer | StreamAnswer:
     started = time.perf_counter()
     try:
         if ctx.stream:
-            return await _open_stream(rt, ctx, m, call, hold, step.reason, is_retry)
+            answer = await _open_stream(rt, ctx, m, call, hold, step.reason, is_retry)
+            tracing.end(span, {"spendgate.outcome": "success"})
+            return answer
         done = await m.provider.complete(call)
     except UpstreamError as exc:
         _count_attempt(rt, m, exc.kind)
-        await settle(
-            rt,
-            ctx,
-            m,
-            hold,
-            exc.usage or Usage(),
-            step.reason,
-            is_retry,
-            sent=exc.status is not None,
+        tracing.end(
+            span,
+            {"spendgate.outcome": exc.kind, "http.response.status_code": exc.status},
+            exc.message,
         )
+        usage = exc.usage or Usage()
+        await settle(rt, ctx, m, hold, usage, step.reason, is_retry, sent=exc.status is not None)
         raise
-    except BaseException:
+    except BaseException as exc:
+        tracing.end(span, {"spendgate.outcome": "interrupted"}, type(exc).__name__)
         await settle_interrupted(rt, ctx, m, hold, step.reason, is_retry)
         raise
     finally:
         ctx.upstream_s += time.perf_counter() - started
     _count_attempt(rt, m, "success")
+    tracing.end(span, {"spendgate.outcome": "success", **tracing.usage_attributes(done.usage)})
     await settle(rt, ctx, m, hold, done.usage, step.reason, is_retry, estimate=True, text=done.text)
     return Answer(done.status, done.headers, done.body)
+
+
+def _attempt_attributes(rt: Runtime, ctx: Ctx, m: ModelRuntime, step: Step) -> dict[str, Any]:
+    if not rt.tracing.enabled:
+        return {}
+    return {
+        "gen_ai.operation.name": ctx.endpoint,
+        "gen_ai.system": m.provider_kind,
+        "gen_ai.request.model": m.upstream_model,
+        "spendgate.model": m.name,
+        "spendgate.attempt": step.attempt,
+        "spendgate.fallback": step.reason != "primary",
+        "spendgate.fallback_reason": step.reason,
+        "spendgate.retry_reason": ctx.retry_reason if step.attempt > 1 else None,
+        "spendgate.breaker_state": rt.routes[m.name].breaker.state,
+    }
 
 
 async def _open_stream(

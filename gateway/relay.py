@@ -134,6 +134,7 @@ class SSEResponse:
             metrics.STORE_ERRORS.labels("settle").inc()
             log.event("settle_failed", level=40, request_id=self.ctx.request_id, error=str(exc))
         access.finish(self.rt, self.ctx, 200, cut)
+        self.rt.inflight.stop(self.rt.labels.model(self.ctx.model), self.ctx.request_id)
         record = None
         if cut is None and self.frames is not None:
             record = Record(200, record_headers(self.headers), frames=self.frames, stream=True)

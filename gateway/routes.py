@@ -58,7 +58,9 @@ async def _proxy(request: Request, endpoint: Endpoint) -> Response:
         principal = rt.auth.authenticate(request.headers.get("authorization"))
         body = await read_json(request, rt.config.defaults.max_body_bytes)
         ctx = build_ctx(rt, request, principal, body, endpoint, request_id)
+        ctx.span = rt.tracing.start_request(request.headers, endpoint, ctx.model)
     except GatewayError as exc:
+        metrics.REQUESTS.labels("other", str(exc.status)).inc()
         log.access(
             {
                 "request_id": request_id,
@@ -80,13 +82,18 @@ async def _serve(rt: Runtime, request: Request, ctx: Ctx) -> Response:
     if isinstance(guard, Response):
         access.finish(rt, ctx, guard.status_code, "replayed")
         return guard
-    metrics.INFLIGHT.labels(model).inc()
+    rt.inflight.start(model, ctx.request_id)
     try:
-        return await _run(rt, ctx, guard)
+        response = await _run(rt, ctx, guard)
+    except BaseException:
+        rt.inflight.stop(model, ctx.request_id)
+        raise
     finally:
-        metrics.INFLIGHT.labels(model).dec()
         if guard is not None and not guard.done and not guard.streaming:
             await asyncio.shield(rt.track(idempotency.finish(rt, guard, None)))
+    if not isinstance(response, SSEResponse):
+        rt.inflight.stop(model, ctx.request_id)
+    return response
 
 
 async def _run(rt: Runtime, ctx: Ctx, claim: idempotency.Claim | None) -> Response:
@@ -166,5 +173,6 @@ async def readyz(request: Request) -> Response:
 
 
 async def prometheus(request: Request) -> Response:
+    runtime(request).inflight.export()
     body, content_type = metrics.exposition()
     return Response(body, 200, media_type=content_type)

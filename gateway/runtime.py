@@ -21,6 +21,7 @@ from gateway.providers.openai_compat import OpenAIProvider
 from gateway.providers.transport import Transport
 from gateway.telemetry import logging as log
 from gateway.telemetry import metrics
+from gateway.telemetry.tracing import Tracing
 from policies.breaker import STATE_CODES, Breaker
 from policies.fallback import Route
 from policies.retry import RetryBudget, RetrySettings
@@ -34,6 +35,7 @@ class ModelRuntime:
     upstream_model: str
     price: Price
     max_output_tokens: int
+    provider_kind: str = "openai"
 
 
 @dataclass
@@ -47,6 +49,8 @@ class Runtime:
     labels: metrics.Labels
     client: httpx.AsyncClient
     wall: Callable[[], float] = time.time
+    tracing: Tracing = field(default_factory=lambda: Tracing(None))
+    inflight: metrics.Inflight = field(default_factory=metrics.Inflight)
     settling: set[asyncio.Task[None]] = field(default_factory=set)
     idem_waiters: dict[str, asyncio.Event] = field(default_factory=dict)
 
@@ -132,6 +136,7 @@ def build_models(config: FileConfig, providers: dict[str, Provider]) -> dict[str
             upstream_model=m.upstream_model,
             price=price_of(m),
             max_output_tokens=max_output_of(m, config.defaults),
+            provider_kind=config.providers[m.provider].kind,
         )
         for name, m in config.models.items()
     }

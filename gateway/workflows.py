@@ -159,15 +159,17 @@ async def _caps(request: Request) -> tuple[int | None, int | None]:
 
 
 async def watch_stalls(rt: Runtime) -> None:
-    """Keep ``spendgate_workflows_stalled`` current."""
+    """Keep the stall and in-flight gauges current; sweep expired store records."""
     interval = rt.config.workflows.check_interval_s
     while True:
         try:
             idle_before = rt.wall() - rt.config.workflows.stall_after_s
             metrics.WORKFLOWS_STALLED.set(await rt.store.count_stalled(idle_before))
+            await rt.store.sweep(rt.wall())
         except AccountingError as exc:
             metrics.STORE_ERRORS.labels("count_stalled").inc()
             log.event("stall_check_failed", level=30, error=str(exc))
+        rt.inflight.export()
         await asyncio.sleep(interval)
 
 

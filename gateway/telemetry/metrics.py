@@ -12,7 +12,8 @@ points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers star
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -161,3 +162,24 @@ def exposition() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+class Inflight:
+    """Requests in flight per model, so the age of the oldest can be exported."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._since: dict[str, dict[str, float]] = {}
+
+    def start(self, model: str, request_id: str) -> None:
+        self._since.setdefault(model, {})[request_id] = self._clock()
+        INFLIGHT.labels(model).inc()
+
+    def stop(self, model: str, request_id: str) -> None:
+        if self._since.get(model, {}).pop(request_id, None) is not None:
+            INFLIGHT.labels(model).dec()
+
+    def export(self) -> None:
+        now = self._clock()
+        for model, started in self._since.items():
+            OLDEST_INFLIGHT.labels(model).set(now - min(started.values(), default=now))

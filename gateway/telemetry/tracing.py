@@ -21,6 +21,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from accounting.usage import Usage
+
 _PROPAGATOR = TraceContextTextMapPropagator()
 OPERATIONS = {"chat": "chat", "embeddings": "embeddings"}
 
@@ -29,7 +31,8 @@ def provider_from_env(environ: Mapping[str, str] | None = None) -> TracerProvide
     env = os.environ if environ is None else environ
     exporter = env.get("OTEL_TRACES_EXPORTER", "")
     endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
     if exporter == "none" or not (endpoint or exporter == "otlp"):
         return None
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -54,19 +57,25 @@ class Tracing:
             return None
         parent = _PROPAGATOR.extract(dict(headers))
         return self._tracer.start_span(
-            f"{OPERATIONS[endpoint]} {model}", context=parent, kind=SpanKind.SERVER,
-            attributes={"gen_ai.operation.name": OPERATIONS[endpoint],
-                        "gen_ai.request.model": model},
+            f"{OPERATIONS[endpoint]} {model}",
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                "gen_ai.operation.name": OPERATIONS[endpoint],
+                "gen_ai.request.model": model,
+            },
         )
 
     def start_attempt(self, parent: Span | None, attributes: dict[str, Any]) -> Span | None:
         if self._tracer is None or parent is None:
             return None
         ctx = trace.set_span_in_context(parent)
-        name = f"{attributes.get('gen_ai.operation.name', 'chat')} " \
-               f"{attributes.get('gen_ai.request.model', '')}"
-        return self._tracer.start_span(name, context=ctx, kind=SpanKind.CLIENT,
-                                       attributes=attributes)
+        name = (
+            f"{attributes.get('gen_ai.operation.name', 'chat')} "
+            f"{attributes.get('gen_ai.request.model', '')}"
+        )
+        clean = {k: v for k, v in attributes.items() if v is not None}
+        return self._tracer.start_span(name, context=ctx, kind=SpanKind.CLIENT, attributes=clean)
 
     def shutdown(self) -> None:
         if self.provider is not None:
@@ -95,3 +104,12 @@ def trace_id(span: Span | None) -> str | None:
     if span is None:
         return None
     return format(span.get_span_context().trace_id, "032x")
+
+
+def usage_attributes(usage: Usage) -> dict[str, Any]:
+    return {
+        "gen_ai.usage.input_tokens": usage.input_tokens,
+        "gen_ai.usage.output_tokens": usage.output_tokens,
+        "spendgate.usage.cached_input_tokens": usage.cached_input_tokens,
+        "spendgate.usage.partial_output_tokens": usage.partial_output_tokens,
+    }
