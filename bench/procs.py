@@ -77,6 +77,8 @@ def exits_cleanly(procs: Procs) -> Iterator[None]:
         raise SystemExit(128 + signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # Ctrl-C -> KeyboardInterrupt even if we were started with SIGINT ignored (a background job)
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 CONNS = (1, 4, 16)
@@ -16,6 +18,41 @@ TARGETS = {
     "rss_mb": 100.0,  # at most
     "rss_growth_mb": 5.0,  # less than
 }
+
+
+def scan_access_log(path: Path, cut_allowance: int) -> dict[str, Any]:
+    """Check every access line: status 200, no error, not partial. ``client_disconnect``
+    lines are streams cut when the load generator stopped (at most its connections per
+    run, ``cut_allowance`` in all); only disconnects beyond that count as errors."""
+    lines = bad = disconnects = 0
+    statuses: dict[str, int] = {}
+    samples: list[dict[str, Any]] = []
+    with path.open("rb") as f:
+        for raw in f:
+            if b'"spendgate.access"' not in raw:
+                continue
+            entry = json.loads(raw)
+            lines += 1
+            status = str(entry.get("status"))
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == "200" and entry.get("error") == "client_disconnect":
+                disconnects += 1
+            elif status != "200" or entry.get("error") or entry.get("partial"):
+                bad += 1
+                if len(samples) < 5:
+                    samples.append(entry)
+    size = path.stat().st_size
+    return {
+        "bytes": size,
+        "access_lines": lines,
+        "statuses": statuses,
+        "bytes_per_access_line": size / lines if lines else 0.0,
+        "bad_access_lines": bad,
+        "bad_samples": samples,
+        "client_disconnects": disconnects,
+        "disconnect_allowance": cut_allowance,
+        "excess_disconnects": max(0, disconnects - cut_allowance),
+    }
 
 
 def find(scenarios: list[dict[str, Any]], mode: str, target: str, conns: int) -> dict[str, Any]:
@@ -129,8 +166,9 @@ def table(result: dict[str, Any]) -> str:
         f"{rss['after_scenarios']:.1f}, after soak {rss['after_soak']:.1f} "
         f"(growth {rss['growth']:+.1f}, soak only {rss['soak_growth']:+.1f}, max {rss['max']:.1f})",
         f"gateway stderr (JSON access log): {log['bytes'] / 1e6:.1f} MB, {log['access_lines']} "
-        f"access lines ({log['bytes_per_access_line']:.0f} B each), non-200/error/partial "
-        f"lines: {log['bad_access_lines']}",
+        f"access lines ({log['bytes_per_access_line']:.0f} B each); non-200/error/partial "
+        f"lines: {log['bad_access_lines']}; streams cut by the load generator stopping: "
+        f"{log['client_disconnects']} (allowed <= {log['disconnect_allowance']})",
         "",
         f"{'target':<52}{'value':>12}  {'goal':<16}result",
         "-" * 88,

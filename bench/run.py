@@ -119,35 +119,13 @@ def smoke(url: str, key: str) -> None:
             )
 
 
-def scan_access_log(path: Path) -> dict[str, Any]:
-    size = path.stat().st_size
-    lines = bad = 0
-    statuses: dict[str, int] = {}
-    with path.open("rb") as f:
-        for raw in f:
-            if b'"spendgate.access"' not in raw:
-                continue
-            entry = json.loads(raw)
-            lines += 1
-            status = str(entry.get("status"))
-            statuses[status] = statuses.get(status, 0) + 1
-            if status != "200" or entry.get("error") or entry.get("partial"):
-                bad += 1
-    return {
-        "bytes": size,
-        "access_lines": lines,
-        "bad_access_lines": bad,
-        "statuses": statuses,
-        "bytes_per_access_line": size / lines if lines else 0.0,
-    }
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace, profile: dict[str, Any], procs: Procs) -> None:
         self.args, self.profile, self.procs = args, profile, procs
         self.tmp = Path(tempfile.mkdtemp(prefix="spendgate-bench-"))
         self.gateway_requests = 0
         self.errors_seen = 0
+        self.cut_allowance = 0  # streams the load generator may cut when it stops: conns per run
 
     def start(self) -> None:
         env = child_env()
@@ -205,6 +183,7 @@ class Bench:
         cpu = cpu_ms(pid) - cpu0
         if target == "gateway":
             self.gateway_requests += res.requests
+            self.cut_allowance += conns
         self.errors_seen += res.error_count
         row = {
             "mode": {"0": "json", "1": "sse"}.get(mode, mode),
@@ -258,8 +237,8 @@ class Bench:
         rss["growth"] = round(rss["after_soak"] - rss["after_warmup"], 2)
         rss["soak_growth"] = round(rss["after_soak"] - rss["after_scenarios"], 2)
         derived = report.derive(scenarios, rss)
-        access = scan_access_log(self.gw_log)
-        self.errors_seen += access["bad_access_lines"]
+        access = report.scan_access_log(self.gw_log, self.cut_allowance)
+        self.errors_seen += access["bad_access_lines"] + access["excess_disconnects"]
         return {
             "meta": self.meta(),
             "scenarios": scenarios,
@@ -286,6 +265,7 @@ class Bench:
             slice_s = max(1, min(p["slice_s"], round(left + 0.5)))
             res = self.loadgen.run(f"{self.gw_url}/v1/chat/completions", 16, slice_s, "mix")
             done += res.requests
+            self.cut_allowance += 16
             errors += res.error_count
             seconds += res.duration_s
             samples.append({"requests": done, "rss_mb": round(rss_mb(self.gw.pid), 2)})

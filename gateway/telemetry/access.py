@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from accounting.pricing import micros_to_usd
 from gateway.telemetry import logging as log
-from gateway.telemetry import metrics
+from gateway.telemetry import metrics, tracing
 
 if TYPE_CHECKING:
     from gateway.context import Ctx
@@ -16,17 +16,20 @@ if TYPE_CHECKING:
 
 def finish(rt: Runtime, ctx: Ctx, status: int, error_code: str | None = None) -> None:
     elapsed = time.perf_counter() - ctx.start
-    model = rt.labels.model(ctx.served or ctx.model)
+    model = rt.labels.model(ctx.model)  # the model the caller asked for
     metrics.REQUESTS.labels(model, str(status)).inc()
     metrics.REQUEST_DURATION.labels(model).observe(elapsed)
     metrics.OVERHEAD.labels(model).observe(max(0.0, elapsed - ctx.upstream_s))
     if ctx.ttft_s is not None:
         metrics.TTFT.labels(model).observe(ctx.ttft_s)
     wf = ctx.scope.workflow_id
+    _end_span(ctx, status, error_code)
     log.access(
         {
             "request_id": ctx.request_id,
-            "trace_id": ctx.upstream_headers.get("traceparent", "")[3:35] or None,
+            "trace_id": tracing.trace_id(ctx.span)
+            or ctx.upstream_headers.get("traceparent", "")[3:35]
+            or None,
             "key": ctx.principal.name,
             "workflow_id": wf,
             "step": ctx.scope.step,
@@ -45,3 +48,20 @@ def finish(rt: Runtime, ctx: Ctx, status: int, error_code: str | None = None) ->
             "overhead_ms": round(max(0.0, elapsed - ctx.upstream_s) * 1000, 3),
         }
     )
+
+
+def _end_span(ctx: Ctx, status: int, error_code: str | None) -> None:
+    attributes = {
+        "http.response.status_code": status,
+        "gen_ai.response.model": ctx.served,
+        **tracing.usage_attributes(ctx.usage),
+        "spendgate.cost_usd": micros_to_usd(ctx.cost_micros),
+        "spendgate.attempts": ctx.attempts,
+        "spendgate.retries": ctx.retries,
+        "spendgate.fallback": ctx.served is not None and ctx.served != ctx.model,
+        "spendgate.workflow_id": ctx.scope.workflow_id,
+        "spendgate.key": ctx.principal.name,
+        "spendgate.partial": ctx.partial,
+        "spendgate.idempotent_replay": error_code == "replayed",
+    }
+    tracing.end(ctx.span, attributes, error_code if status >= 400 else None)

@@ -90,3 +90,35 @@ def test_stream_cut_by_shutdown_is_settled_before_exit(
     truth = (record["prompt_tokens"] + record["completion_tokens"]) * TOKEN_USD
     assert state["partial_streams"] == 1 and state["reserved_usd"] == "0.000000"
     assert abs(Decimal(state["spent_usd"]) - truth) <= TOKEN_USD
+
+
+def test_workers_share_one_metrics_view(config: dict[str, Any], mock: str, tmp_path: Path) -> None:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with spendgate(["serve", "--config", str(path), "--workers", "2"], ENV) as (_, url):
+        headers = {"authorization": f"Bearer {KEY_RESEARCH}"}
+        body = {"model": "gpt-4o-mini", "messages": MESSAGES}
+        for _ in range(20):  # new connections: spread over both workers
+            with httpx.Client() as client:
+                assert (
+                    client.post(
+                        f"{url}/v1/chat/completions", json=body, headers=headers
+                    ).status_code
+                    == 200
+                )
+        request_ids = {
+            rec["headers"].get("x-request-id")
+            for rec in httpx.get(f"{mock}/_mock/stats").json()["requests"]
+        }
+        assert len(request_ids) == 20
+        text = httpx.get(f"{url}/metrics").text
+    total = sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "spendgate_requests_total" and s.labels.get("model") == "gpt-4o-mini"
+    )
+    assert total == 20
