@@ -169,6 +169,7 @@ def table(result: dict[str, Any]) -> str:
         f"access lines ({log['bytes_per_access_line']:.0f} B each); non-200/error/partial "
         f"lines: {log['bad_access_lines']}; streams cut by the load generator stopping: "
         f"{log['client_disconnects']} (allowed <= {log['disconnect_allowance']})",
+        f"SQLite store (db + wal) at the end: {result['store_bytes'] / 1e6:.1f} MB",
         "",
         f"{'target':<52}{'value':>12}  {'goal':<16}result",
         "-" * 88,

@@ -245,6 +245,7 @@ class Bench:
             "soak": soak,
             "gateway_requests_total": self.gateway_requests,
             "gateway_log": access,
+            "store_bytes": sum(f.stat().st_size for f in self.tmp.glob("state.db*")),
             "derived": derived,
             "targets": report.targets(derived),
             "total_errors": self.errors_seen,

@@ -24,6 +24,7 @@ from gateway.providers.base import UpstreamCall, UpstreamStream
 from gateway.providers.classify import stream_broken
 from gateway.runtime import ModelRuntime, Runtime
 from gateway.settlement import settle, settle_interrupted
+from gateway.telemetry import logging as log
 from gateway.telemetry import metrics, tracing
 from policies import fallback
 from policies.deadline import Deadline
@@ -55,7 +56,7 @@ async def run(rt: Runtime, ctx: Ctx) -> Answer | StreamAnswer:
             ctx.deadline,
             hooks,
             sdk_retrying=ctx.sdk_retrying,
-            on_fallback=_on_fallback,
+            on_fallback=lambda a, b, why: _on_fallback(ctx, a, b, why),
         )
 
 
@@ -69,8 +70,15 @@ def _on_retry(rt: Runtime, ctx: Ctx, exc: UpstreamError) -> None:
     metrics.RETRIES.labels(rt.labels.model(ctx.served or ctx.model), exc.kind).inc()
 
 
-def _on_fallback(from_model: str, to_model: str, reason: str) -> None:
+def _on_fallback(ctx: Ctx, from_model: str, to_model: str, reason: str) -> None:
     metrics.FALLBACKS.labels(from_model, to_model, reason).inc()
+    log.event(
+        "fallback",
+        request_id=ctx.request_id,
+        from_model=from_model,
+        to_model=to_model,
+        reason=reason,
+    )
 
 
 async def _reserve(rt: Runtime, ctx: Ctx, m: ModelRuntime) -> Hold:
