@@ -20,6 +20,7 @@ from accounting.store.base import Store
 from gateway import admin, routes, workflows
 from gateway.auth import Authenticator
 from gateway.config import FileConfig, Secrets, load
+from gateway.providers.fasthttp import FastTransport
 from gateway.runtime import Runtime, build_models, build_providers, build_routes
 from gateway.telemetry import logging as log
 from gateway.telemetry import metrics
@@ -97,11 +98,9 @@ def _routes() -> list[Route]:
 
 
 def _http_client(config: FileConfig) -> httpx.AsyncClient:
-    connections = max((p.max_connections for p in config.providers.values()), default=100)
+    connections = sum(p.max_connections for p in config.providers.values()) or 100
     return httpx.AsyncClient(
-        limits=httpx.Limits(
-            max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=30
-        ),
+        transport=FastTransport(max_connections=connections),
         follow_redirects=False,
         trust_env=False,
     )
