@@ -27,6 +27,7 @@ __all__ = [
     "encoding_name_for",
     "estimate_chat_prompt",
     "estimate_embedding_input",
+    "prompt_upper_bound",
     "warm",
 ]
 
@@ -212,3 +213,24 @@ def estimate_embedding_input(body: dict[str, Any], model: str) -> int:
         elif isinstance(item, list):
             total += len(item)
     return total
+
+
+def prompt_upper_bound(body: dict[str, Any], body_bytes: int) -> int:
+    """A bound no tokenizer count of the prompt can exceed, without tokenizing.
+
+    A byte-level BPE token is at least one byte, so the text's tokens are at most its
+    UTF-8 bytes, which the JSON body holds (escaping only lengthens it); the JSON of
+    each message also outweighs its fixed 3 tokens. What the body does not hold is
+    each image part's fixed ``IMAGE_PART_TOKENS``. Used to reserve a budget before
+    paying for an exact count.
+    """
+    images = 0
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            images += sum(
+                1
+                for part in content
+                if isinstance(part, dict) and part.get("type") in _IMAGE_PART_TYPES
+            )
+    return body_bytes + images * IMAGE_PART_TOKENS + REPLY_PRIMING_TOKENS

@@ -13,7 +13,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from accounting import tokens
 from accounting.budgets import Budgets
 from accounting.store import open_store
 from accounting.store.base import Store
@@ -57,7 +56,6 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await rt.store.open()
-        await asyncio.to_thread(tokens.warm, [m.upstream_model for m in rt.models.values()])
         if auth.open:
             log.event(
                 "open_gateway",

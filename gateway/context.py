@@ -10,7 +10,7 @@ from typing import Any
 from accounting.budgets import Hold, Scope
 from accounting.pricing import micros_to_usd
 from accounting.store.base import WorkflowState
-from accounting.tokens import estimate_chat_prompt, estimate_embedding_input
+from accounting.tokens import estimate_chat_prompt, estimate_embedding_input, prompt_upper_bound
 from accounting.usage import Usage
 from gateway.auth import Principal
 from gateway.providers.base import Endpoint, UpstreamStream
@@ -44,7 +44,12 @@ class Ctx:
     ttft_s: float | None = None
     span: Any = None  # the request's server span, when tracing is on
     retry_reason: str | None = None
+    body_bytes: int = 0
     _prompt: dict[str, int] = field(default_factory=dict)
+
+    def prompt_bound(self) -> int:
+        """Tokens the prompt cannot exceed, without tokenizing (see prompt_upper_bound)."""
+        return prompt_upper_bound(self.body, self.body_bytes)
 
     def prompt_tokens(self, m: ModelRuntime) -> int:
         cached = self._prompt.get(m.upstream_model)

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from accounting.budgets import Hold
+from accounting.errors import BudgetExceeded
 from accounting.pricing import worst_case_micros
 from accounting.usage import Usage
 from gateway.context import Answer, Ctx, StreamAnswer
@@ -82,9 +83,21 @@ def _on_fallback(ctx: Ctx, from_model: str, to_model: str, reason: str) -> None:
 
 
 async def _reserve(rt: Runtime, ctx: Ctx, m: ModelRuntime) -> Hold:
+    """Hold the attempt's worst case. The prompt is first bounded by the body's size (no
+    tokenizing); only when that bound does not fit is it counted exactly."""
     if not ctx.scope.enforced:
         return await rt.budgets.reserve(ctx.scope, 0, 0, 0.0)
-    prompt = ctx.prompt_tokens(m)
+    bound = ctx.prompt_bound()
+    try:
+        return await _hold(rt, ctx, m, bound)
+    except BudgetExceeded:
+        exact = await asyncio.to_thread(ctx.prompt_tokens, m)
+        if exact >= bound:
+            raise
+        return await _hold(rt, ctx, m, exact)
+
+
+async def _hold(rt: Runtime, ctx: Ctx, m: ModelRuntime, prompt: int) -> Hold:
     out = ctx.max_output(m)
     worst = worst_case_micros(m.price, prompt, out)
     lease = max(ctx.deadline.remaining(), 0.0) + LEASE_MARGIN_S

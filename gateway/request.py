@@ -22,7 +22,8 @@ from policies.deadline import Deadline, timeout_seconds
 _ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
-async def read_json(request: Request, limit: int) -> dict[str, Any]:
+async def read_json(request: Request, limit: int) -> tuple[dict[str, Any], int]:
+    """The body parsed (once), and its size in bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -39,7 +40,7 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
         raise bad_request(f"the request body is not valid JSON ({exc})") from None
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
-    return body
+    return body, size
 
 
 def _too_large(limit: int) -> GatewayError:

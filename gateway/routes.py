@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from typing import Any
 
 import orjson
@@ -53,11 +52,12 @@ async def embeddings(request: Request) -> Response:
 
 async def _proxy(request: Request, endpoint: Endpoint) -> Response:
     rt = runtime(request)
-    request_id = secrets.token_hex(12)
+    request_id = rt.request_ids()
     try:
         principal = rt.auth.authenticate(request.headers.get("authorization"))
-        body = await read_json(request, rt.config.defaults.max_body_bytes)
+        body, size = await read_json(request, rt.config.defaults.max_body_bytes)
         ctx = build_ctx(rt, request, principal, body, endpoint, request_id)
+        ctx.body_bytes = size
         ctx.span = rt.tracing.start_request(request.headers, endpoint, ctx.model)
     except GatewayError as exc:
         metrics.REQUESTS.labels("other", str(exc.status)).inc()

@@ -13,6 +13,7 @@ import httpx
 from accounting.budgets import Budgets
 from accounting.pricing import Price
 from accounting.store.base import Store
+from accounting.store.common import IdSource
 from gateway.auth import Authenticator
 from gateway.config import FileConfig, ModelConfig, Secrets, max_output_of, price_of
 from gateway.providers.anthropic import AnthropicProvider
@@ -51,6 +52,7 @@ class Runtime:
     wall: Callable[[], float] = time.time
     tracing: Tracing = field(default_factory=lambda: Tracing(None))
     inflight: metrics.Inflight = field(default_factory=metrics.Inflight)
+    request_ids: IdSource = field(default_factory=IdSource)
     settling: set[asyncio.Task[None]] = field(default_factory=set)
     idem_waiters: dict[str, asyncio.Event] = field(default_factory=dict)
 

@@ -44,7 +44,9 @@ async def settle(
     """Charge one attempt: the provider's counts, and with ``estimate`` the tokenizer's
     count of whatever the provider did not report."""
     if estimate and not usage.complete:
-        usage, estimated = final_usage(usage, text, m.upstream_model, lambda: ctx.prompt_tokens(m))
+        usage, estimated = await asyncio.to_thread(
+            final_usage, usage, text, m.upstream_model, lambda: ctx.prompt_tokens(m)
+        )
         partial = partial or estimated
     cost = cost_micros(m.price, usage)
     ctx.cost_micros += cost

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 from collections.abc import Mapping
@@ -16,8 +17,15 @@ COUNTED_KINDS = ("input", "output", "partial_output")
 DEFAULT_WORKFLOW_TTL_S = 30 * 86400
 
 
-def new_reservation_id() -> str:
-    return secrets.token_hex(16)
+class IdSource:
+    """Unique ids without a system call each: a random per-instance prefix + a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._count = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._count):x}"
 
 
 def new_token() -> str:

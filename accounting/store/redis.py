@@ -42,8 +42,8 @@ from accounting.store.base import (
 )
 from accounting.store.common import (
     DEFAULT_WORKFLOW_TTL_S,
+    IdSource,
     counted_tokens,
-    new_reservation_id,
     new_token,
     period_start,
     tokens_json,
@@ -108,6 +108,7 @@ class RedisStore:
         self.workflow_ttl_s = workflow_ttl_s
         self.period_margin_s = period_margin_s
         self.ledger_maxlen = ledger_maxlen
+        self._ids = IdSource()
         self._pool_kwargs: dict[str, Any] = {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": socket_connect_timeout,
@@ -172,7 +173,7 @@ class RedisStore:
     # -- budgets ----------------------------------------------------------------
     async def reserve(self, req: ReserveRequest) -> Reserved:
         validate_request(req)
-        rid, kb, wid = new_reservation_id(), req.key_budget, req.workflow_id
+        rid, kb, wid = self._ids(), req.key_budget, req.workflow_id
         pstart, window_ttl = None, 1
         if kb is not None:
             pstart = period_start(req.now, kb.period_s)

@@ -29,7 +29,7 @@ from accounting.store.base import (
 )
 from accounting.store.common import (
     DEFAULT_WORKFLOW_TTL_S,
-    new_reservation_id,
+    IdSource,
     new_token,
     period_start,
     validate_request,
@@ -46,6 +46,7 @@ class SqliteStore:
         self.workflow_ttl_s = workflow_ttl_s
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._ids = IdSource()
 
     # -- plumbing ---------------------------------------------------------------
     async def open(self) -> None:
@@ -94,7 +95,7 @@ class SqliteStore:
     # -- budgets ----------------------------------------------------------------
     async def reserve(self, req: ReserveRequest) -> Reserved:
         validate_request(req)
-        outcome = await self._write(ops.reserve, req, new_reservation_id())
+        outcome = await self._write(ops.reserve, req, self._ids())
         if isinstance(outcome, BudgetExceeded):
             raise outcome
         return outcome
