@@ -8,7 +8,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
-import httpx
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -19,7 +18,7 @@ from accounting.store.base import Store
 from gateway import admin, routes, workflows
 from gateway.auth import Authenticator
 from gateway.config import FileConfig, Secrets, load
-from gateway.providers.fasthttp import FastTransport
+from gateway.providers.fasthttp import UpstreamPool
 from gateway.runtime import Runtime, build_models, build_providers, build_routes
 from gateway.telemetry import logging as log
 from gateway.telemetry import metrics
@@ -36,8 +35,8 @@ def create_app(
     tracer_provider: TracerProvider | None = None,
 ) -> Starlette:
     """The gateway for ``config``; ``clock`` drives breakers, ``wall`` leases and expiry."""
-    client = _http_client(config)
-    providers = build_providers(config, secrets, client)
+    pool = _upstream_pool(config)
+    providers = build_providers(config, secrets, pool)
     the_store = store or open_store(config.store)
     auth = Authenticator(secrets.gateway_keys, secrets.admin_key)
     rt = Runtime(
@@ -48,7 +47,7 @@ def create_app(
         budgets=Budgets(the_store, wall),
         store=the_store,
         labels=metrics.Labels(config.models, [k.name for k in config.auth.keys]),
-        client=client,
+        pool=pool,
         wall=wall,
         tracing=Tracing(tracer_provider or provider_from_env()),
     )
@@ -73,7 +72,7 @@ def create_app(
                 await stalls
             if rt.settling:  # settlements of streams cut by the shutdown
                 await asyncio.wait(rt.settling, timeout=10)
-            await client.aclose()
+            await pool.aclose()
             await rt.store.close()
             rt.tracing.shutdown()
 
@@ -95,13 +94,9 @@ def _routes() -> list[Route]:
     ]
 
 
-def _http_client(config: FileConfig) -> httpx.AsyncClient:
+def _upstream_pool(config: FileConfig) -> UpstreamPool:
     connections = sum(p.max_connections for p in config.providers.values()) or 100
-    return httpx.AsyncClient(
-        transport=FastTransport(max_connections=connections),
-        follow_redirects=False,
-        trust_env=False,
-    )
+    return UpstreamPool(max_connections=connections)
 
 
 def _store_kind(url: str) -> str:

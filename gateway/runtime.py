@@ -8,8 +8,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from accounting.budgets import Budgets
 from accounting.pricing import Price
 from accounting.store.base import Store
@@ -18,6 +16,7 @@ from gateway.auth import Authenticator
 from gateway.config import FileConfig, ModelConfig, Secrets, max_output_of, price_of
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Provider
+from gateway.providers.fasthttp import UpstreamPool
 from gateway.providers.openai_compat import OpenAIProvider
 from gateway.providers.transport import Transport
 from gateway.telemetry import logging as log
@@ -48,7 +47,7 @@ class Runtime:
     budgets: Budgets
     store: Store
     labels: metrics.Labels
-    client: httpx.AsyncClient
+    pool: UpstreamPool
     wall: Callable[[], float] = time.time
     tracing: Tracing = field(default_factory=lambda: Tracing(None))
     inflight: metrics.Inflight = field(default_factory=metrics.Inflight)
@@ -66,12 +65,12 @@ class Runtime:
 
 
 def build_providers(
-    config: FileConfig, secrets: Secrets, client: httpx.AsyncClient
+    config: FileConfig, secrets: Secrets, pool: UpstreamPool
 ) -> dict[str, Provider]:
     providers: dict[str, Provider] = {}
     for name, p in config.providers.items():
         transport = Transport(
-            client,
+            pool,
             name,
             connect_timeout_s=p.connect_timeout_s,
             idle_timeout_s=p.idle_timeout_s,

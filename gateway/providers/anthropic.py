@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-import httpx
 import orjson
 
 from gateway import sse
@@ -23,6 +22,7 @@ from gateway.providers.anthropic_stream import (
 from gateway.providers.anthropic_translate import TranslationError, to_anthropic_request
 from gateway.providers.base import Completed, StreamState, UpstreamCall, pass_headers
 from gateway.providers.classify import json_or_none, stream_broken
+from gateway.providers.fasthttp import Response
 from gateway.providers.transport import Transport
 from policies.errors import UpstreamError
 
@@ -65,7 +65,7 @@ class AnthropicProvider:
             ) from None
         return orjson.dumps(body)
 
-    def _fail(self, response: httpx.Response, body: bytes) -> UpstreamError:
+    def _fail(self, response: Response, body: bytes) -> UpstreamError:
         payload = json_or_none(body)
         usage = None
         if isinstance(payload, dict) and isinstance(payload.get("usage"), dict):
@@ -132,7 +132,7 @@ class AnthropicStream:
     def __init__(
         self,
         provider: str,
-        response: httpx.Response,
+        response: Response,
         transport: Transport,
         translator: AnthropicStreamTranslator,
     ) -> None:
@@ -148,12 +148,12 @@ class AnthropicStream:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         decoder = sse.Decoder()
         async for raw in self._transport.chunks(self._response):
-            for event in decoder.feed(raw):
-                for out in self._on_event(event):
-                    yield out
+            out = [frame for event in decoder.feed(raw) for frame in self._on_event(event)]
             if self.state.done:
-                yield sse.DONE_FRAME
+                yield b"".join([*out, sse.DONE_FRAME])
                 return
+            if out:
+                yield b"".join(out)
         if self._tr.finish_reason is None:
             raise stream_broken(self.provider, "ended before the answer finished")
         self.state.anomalies.append("missing_done")

@@ -1,10 +1,10 @@
-"""A lean HTTP/1.1 transport for the shared ``httpx.AsyncClient``.
+"""A lean, pooled HTTP/1.1 client for upstream calls.
 
-httpx's default transport (httpcore over anyio, with the pure-Python h11 parser) costs
-more CPU per upstream call than the whole rest of the gateway. This transport keeps
-httpx's client API and error types but does the wire work with an asyncio Protocol and
-httptools' C parser: pooled keep-alive connections per origin, streamed bodies with
-back-pressure, and httpx's connect/read/pool timeouts.
+httpx (httpcore over anyio, the pure-Python h11 parser, cookies, redirects, auth
+hooks) cost more CPU per upstream call than the whole rest of the gateway. This pool
+does only what the gateway needs, with an asyncio Protocol and httptools' C parser:
+keep-alive connections per origin, streamed bodies with back-pressure, and connect,
+read (between chunks) and pool timeouts.
 
 Errors raised are httpx's own (``ConnectError``, ``ConnectTimeout``, ``ReadTimeout``,
 ``RemoteProtocolError``, ``PoolTimeout``), so callers classify them exactly as before.
@@ -18,7 +18,6 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httptools
 import httpx
@@ -134,14 +133,23 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(httpx.ReadTimeout("timed out waiting for the upstream"))
 
 
-class _Body(httpx.AsyncByteStream):
-    def __init__(self, transport: FastTransport, conn: _Conn, read_timeout: float | None) -> None:
-        self._transport = transport
+class Response:
+    """An upstream answer whose headers arrived; the body is read or streamed once."""
+
+    def __init__(self, pool: UpstreamPool, conn: _Conn, read_s: float | None) -> None:
+        self.status_code = conn.status
+        self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in conn.headers}
+        self.content = b""
+        self._pool = pool
         self._conn = conn
-        self._timeout = read_timeout
+        self._read_s = read_s
         self._done = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def aread(self) -> bytes:
+        self.content = b"".join([chunk async for chunk in self.aiter_raw()])
+        return self.content
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
         conn = self._conn
         while True:
             if conn.chunks:
@@ -152,22 +160,24 @@ class _Body(httpx.AsyncByteStream):
                 return
             if conn.error is not None:
                 raise conn.error
-            await conn.wait(self._timeout)
+            await conn.wait(self._read_s)
 
     def _finish(self) -> None:
         if not self._done:
             self._done = True
-            self._transport.release(self._conn)
+            self._pool.release(self._conn)
 
     async def aclose(self) -> None:
+        """Done with the body: the connection goes back to the pool only if the whole
+        message arrived; otherwise it is closed (the upstream sees the disconnect)."""
         if not self._done:
             self._done = True
             if not self._conn.message_done:
                 self._conn._close()
-            self._transport.release(self._conn)
+            self._pool.release(self._conn)
 
 
-class FastTransport(httpx.AsyncBaseTransport):
+class UpstreamPool:
     def __init__(
         self, max_connections: int = 200, ssl_context: ssl.SSLContext | None = None
     ) -> None:
@@ -176,14 +186,32 @@ class FastTransport(httpx.AsyncBaseTransport):
         self._ssl = ssl_context
         self._busy: set[_Conn] = set()
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        await self._acquire_slot(timeouts.get("pool"))
+    async def post(
+        self,
+        url: httpx.URL,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        *,
+        connect_s: float | None,
+        read_s: float | None,
+        pool_s: float | None,
+        stream: bool = False,
+    ) -> Response:
+        """POST and return once the response headers arrived (the body too unless
+        ``stream``). Raises httpx's ConnectError, ConnectTimeout, ReadTimeout,
+        RemoteProtocolError or PoolTimeout."""
+        await self._acquire_slot(pool_s)
         try:
-            return await self._send(request, timeouts)
+            response = await self._send(url, _serialise(url, headers, body), connect_s, read_s)
         except BaseException:
             self._slots.release()
             raise
+        if not stream:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        return response
 
     async def _acquire_slot(self, limit_s: float | None) -> None:
         if not self._slots.locked():
@@ -195,23 +223,18 @@ class FastTransport(httpx.AsyncBaseTransport):
         except TimeoutError:
             raise httpx.PoolTimeout("no upstream connection free in time") from None
 
-    async def _send(self, request: httpx.Request, timeouts: dict[str, Any]) -> httpx.Response:
-        payload = _serialise(request)
-        conn = await self._connection(request.url, timeouts.get("connect"))
+    async def _send(
+        self, url: httpx.URL, payload: bytes, connect_s: float | None, read_s: float | None
+    ) -> Response:
+        conn = await self._connection(url, connect_s)
         try:
-            await self._exchange(conn, payload, timeouts.get("read"))
+            await self._exchange(conn, payload, read_s)
         except httpx.RemoteProtocolError:
             if not (conn.reused and not conn.any_byte):
                 raise
-            conn = await self._new_connection(request.url, timeouts.get("connect"))
-            await self._exchange(conn, payload, timeouts.get("read"))
-        return httpx.Response(
-            conn.status,
-            headers=conn.headers,
-            stream=_Body(self, conn, timeouts.get("read")),
-            extensions={"http_version": b"HTTP/1.1"},
-            request=request,
-        )
+            conn = await self._new_connection(url, connect_s)
+            await self._exchange(conn, payload, read_s)
+        return Response(self, conn, read_s)
 
     async def _exchange(self, conn: _Conn, payload: bytes, limit_s: float | None) -> None:
         self._busy.add(conn)
@@ -282,11 +305,10 @@ def _origin(url: httpx.URL) -> tuple[bytes, str, int]:
     return scheme, url.host, port
 
 
-def _serialise(request: httpx.Request) -> bytes:
-    target = request.url.raw_path
-    lines = [request.method.encode(), b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in request.headers.raw:
+def _serialise(url: httpx.URL, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    host = url.netloc
+    lines = [b"POST ", url.raw_path, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+    for name, value in headers:
         lines += [name, b": ", value, b"\r\n"]
-    lines.append(b"\r\n")
-    content = request.content  # a bytes body (the gateway never streams uploads)
-    return b"".join(lines) + content
+    lines += [b"content-length: ", str(len(body)).encode(), b"\r\n\r\n", body]
+    return b"".join(lines)

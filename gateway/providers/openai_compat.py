@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 
 from accounting.usage import from_openai
 from gateway import sse
 from gateway.providers.base import Completed, StreamState, UpstreamCall, pass_headers
 from gateway.providers.classify import json_or_none, openai_error_code, stream_broken
+from gateway.providers.fasthttp import Response
 from gateway.providers.transport import Transport
 from policies.errors import UpstreamError
 
@@ -93,7 +93,7 @@ class OpenAIStream:
     """
 
     def __init__(
-        self, provider: str, response: httpx.Response, transport: Transport, *, strip_usage: bool
+        self, provider: str, response: Response, transport: Transport, *, strip_usage: bool
     ) -> None:
         self.provider = provider
         self.status = response.status_code
@@ -106,16 +106,16 @@ class OpenAIStream:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         decoder = sse.Decoder()
         async for raw in self._transport.chunks(self._response):
-            for event in decoder.feed(raw):
-                out = self._on_event(event.data)
-                if out is not None:
-                    yield out
+            # One write per network read: events that arrived together leave together.
+            out = [f for e in decoder.feed(raw) if (f := self._on_event(e.data)) is not None]
+            if out:
+                yield b"".join(out)
             if self.state.done:
                 return
         for event in decoder.flush():
-            out = self._on_event(event.data)
-            if out is not None:
-                yield out
+            frame = self._on_event(event.data)
+            if frame is not None:
+                yield frame
         if not self.state.done:
             if self.state.finish_reason is None:
                 raise stream_broken(self.provider, "ended before the answer finished")

@@ -1,4 +1,4 @@
-"""The one place that talks HTTP to an upstream and turns httpx's errors into ours."""
+"""The one place that talks HTTP to an upstream and turns transport errors into ours."""
 
 from __future__ import annotations
 
@@ -9,51 +9,69 @@ import httpx
 
 from accounting.usage import Usage
 from gateway.providers.classify import classify_response, classify_transport, stream_broken
+from gateway.providers.fasthttp import Response, UpstreamPool
 from policies.errors import UpstreamError
 
 
 class Transport:
-    """Sends one request over the shared pool with the provider's timeouts."""
+    """Sends one provider's requests over the shared pool with its timeouts."""
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        pool: UpstreamPool,
         provider: str,
         *,
         connect_timeout_s: float,
         idle_timeout_s: float,
         first_token_timeout_s: float,
     ) -> None:
-        self.client = client
+        self.pool = pool
         self.provider = provider
+        self.connect_timeout_s = connect_timeout_s
+        self.idle_timeout_s = idle_timeout_s
         self.first_token_timeout_s = first_token_timeout_s
-        self._stream_timeout = httpx.Timeout(
-            connect=connect_timeout_s, read=idle_timeout_s, write=30.0, pool=connect_timeout_s
-        )
-        self._plain_timeout = httpx.Timeout(
-            connect=connect_timeout_s, read=None, write=30.0, pool=connect_timeout_s
-        )
+        self._urls: dict[str, httpx.URL] = {}
+
+    def _url(self, url: str) -> httpx.URL:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = self._urls[url] = httpx.URL(url)
+        return parsed
 
     async def post(
         self, url: str, headers: Mapping[str, str], content: bytes, *, stream: bool
-    ) -> httpx.Response:
-        """POST and return once headers arrived (body unread when ``stream``).
+    ) -> Response:
+        """POST and return once headers arrived (the body too unless ``stream``).
 
         Transport failures become UpstreamError; HTTP statuses are the caller's to judge.
+        A stream's read timeout is the idle timeout between chunks; a plain request's
+        wait is bounded by the request's deadline alone.
         """
-        timeout = self._stream_timeout if stream else self._plain_timeout
-        request = self.client.build_request(
-            "POST", url, headers=headers, content=content, timeout=timeout
-        )
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         try:
             if stream:
                 async with asyncio.timeout(self.first_token_timeout_s):
-                    return await self.client.send(request, stream=True)
-            return await self.client.send(request)
+                    return await self.pool.post(
+                        self._url(url),
+                        raw,
+                        content,
+                        connect_s=self.connect_timeout_s,
+                        read_s=self.idle_timeout_s,
+                        pool_s=self.connect_timeout_s,
+                        stream=True,
+                    )
+            return await self.pool.post(
+                self._url(url),
+                raw,
+                content,
+                connect_s=self.connect_timeout_s,
+                read_s=None,
+                pool_s=self.connect_timeout_s,
+            )
         except (httpx.HTTPError, TimeoutError) as exc:
             raise classify_transport(exc, self.provider) from None
 
-    async def read_error(self, response: httpx.Response) -> bytes:
+    async def read_error(self, response: Response) -> bytes:
         try:
             return await response.aread()
         except httpx.HTTPError:
@@ -63,7 +81,7 @@ class Transport:
 
     def fail(
         self,
-        response: httpx.Response,
+        response: Response,
         body: bytes,
         *,
         context_window: bool = False,
@@ -78,7 +96,7 @@ class Transport:
             usage=usage,
         )
 
-    async def chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def chunks(self, response: Response) -> AsyncIterator[bytes]:
         """The raw body of a streamed response; a cut or silence -> UpstreamError."""
         try:
             async for chunk in response.aiter_raw():

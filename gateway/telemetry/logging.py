@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 import time
+from logging.handlers import QueueHandler, QueueListener
+from queue import SimpleQueue
 from typing import Any
 
 import orjson
@@ -29,11 +32,23 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class _Enqueue(QueueHandler):
+    """Hands records to the writer thread as they are: formatting and the write to
+    stderr (blocking I/O) happen off the event loop."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
 def setup(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
+    listener = QueueListener(queue, handler, respect_handler_level=False)
+    listener.start()
+    atexit.register(listener.stop)
     root = logging.getLogger("spendgate")
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_Enqueue(queue)]
     root.setLevel(level)
     root.propagate = False
 
