@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator, Callable
 
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from accounting.budgets import Budgets
 from accounting.store import open_store
@@ -33,7 +35,7 @@ def create_app(
     wall: Callable[[], float] = time.time,
     store: Store | None = None,
     tracer_provider: TracerProvider | None = None,
-) -> Starlette:
+) -> FastPath:
     """The gateway for ``config``; ``clock`` drives breakers, ``wall`` leases and expiry."""
     pool = _upstream_pool(config)
     providers = build_providers(config, secrets, pool)
@@ -78,7 +80,34 @@ def create_app(
 
     app = Starlette(routes=_routes(), lifespan=lifespan)
     app.state.runtime = rt
-    return app
+    return FastPath(app)
+
+
+class FastPath:
+    """The two proxy endpoints straight to their handlers; the rest through Starlette.
+
+    Starlette's middleware and router cost a tenth of a proxied request's CPU; the
+    proxy handlers translate every error themselves, so they need neither.
+    """
+
+    HOT = {
+        "/v1/chat/completions": routes.chat_completions,
+        "/v1/embeddings": routes.embeddings,
+    }
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.state = app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self.HOT.get(scope["path"])
+            if handler is not None:
+                scope["app"] = self
+                response = await handler(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _routes() -> list[Route]:
@@ -103,7 +132,7 @@ def _store_kind(url: str) -> str:
     return url.split(":", 1)[0]
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> FastPath:
     """uvicorn factory for ``--workers N``: each worker loads $SPENDGATE_CONFIG."""
     log.setup()
     config, secrets = load(None)

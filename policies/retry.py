@@ -87,6 +87,26 @@ class RetryHooks:
     on_budget_exhausted: Callable[[], None] = lambda: None
 
 
+def _next_wait(
+    exc: UpstreamError,
+    attempt: int,
+    settings: RetrySettings,
+    budget: RetryBudget,
+    deadline: Deadline,
+    hooks: RetryHooks,
+) -> float | None:
+    """How long to wait before attempt ``attempt + 1``, with its retry token taken; or
+    None to stop here."""
+    wait = plan_retry(exc, attempt, settings, deadline.remaining(), hooks.rand())
+    if wait is None:
+        return None
+    if not budget.try_acquire():
+        hooks.on_budget_exhausted()
+        return None
+    hooks.on_retry(exc, wait)
+    return wait
+
+
 async def call_with_retries(
     fn: Callable[[int], Awaitable[T]],
     settings: RetrySettings,
@@ -94,51 +114,57 @@ async def call_with_retries(
     deadline: Deadline,
     hooks: RetryHooks,
 ) -> T:
-    """Run ``fn(attempt_number)`` until it succeeds or ``plan_retry`` says stop."""
+    """Run ``fn(attempt_number)`` until it succeeds or ``plan_retry`` says stop.
+
+    The first attempt runs directly (the common case costs no retry machinery); once it
+    failed with something worth retrying, tenacity drives the rest.
+    """
+    budget.requests += 1
+    try:
+        try:
+            return await fn(1)
+        except UpstreamError as exc:
+            wait = _next_wait(exc, 1, settings, budget, deadline, hooks)
+            if wait is None:
+                raise
+        await hooks.sleep(wait)
+        return await _retries(fn, settings, budget, deadline, hooks)
+    finally:
+        budget.requests -= 1
+
+
+async def _retries(
+    fn: Callable[[int], Awaitable[T]],
+    settings: RetrySettings,
+    budget: RetryBudget,
+    deadline: Deadline,
+    hooks: RetryHooks,
+) -> T:
+    """Attempts 2.. under tenacity; attempt 2's retry token is already held."""
     planned: dict[int, float | None] = {}
 
     def plan(state: RetryCallState) -> float | None:
         # tenacity may ask wait before stop: plan each attempt's follow-up once.
-        number = state.attempt_number
+        number = state.attempt_number + 1
         if number not in planned:
             exc = state.outcome.exception() if state.outcome else None
-            planned[number] = plan_retry(
-                exc or Exception(), number, settings, deadline.remaining(), hooks.rand()
-            )
+            if isinstance(exc, UpstreamError):
+                planned[number] = _next_wait(exc, number, settings, budget, deadline, hooks)
+            else:
+                planned[number] = None
         return planned[number]
 
-    def stop(state: RetryCallState) -> bool:
-        wait = plan(state)
-        if wait is None:
-            return True
-        if not budget.try_acquire():
-            hooks.on_budget_exhausted()
-            return True
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, UpstreamError):
-            hooks.on_retry(exc, wait)
-        return False
-
-    def wait(state: RetryCallState) -> float:
-        return plan(state) or 0.0
-
     retrying = AsyncRetrying(
-        stop=stop,
-        wait=wait,
+        stop=lambda state: plan(state) is None,
+        wait=lambda state: plan(state) or 0.0,
         sleep=hooks.sleep,
         reraise=True,
         retry=retry_if_exception(lambda e: isinstance(e, UpstreamError) and e.retryable),
     )
-    budget.requests += 1
-    try:
-        async for attempt in retrying:
-            number = attempt.retry_state.attempt_number
-            with attempt:
-                try:
-                    return await fn(number)
-                finally:
-                    if number > 1:
-                        budget.release()
-    finally:
-        budget.requests -= 1
+    async for attempt in retrying:
+        with attempt:
+            try:
+                return await fn(attempt.retry_state.attempt_number + 1)
+            finally:
+                budget.release()
     raise AssertionError("unreachable: tenacity reraises the last error")
