@@ -34,6 +34,7 @@ from policies.fallback import Step
 from policies.retry import RetryHooks
 
 LEASE_MARGIN_S = 60.0
+NEAR_CAP = 10  # a bound above a tenth of what is left is counted exactly
 COMMIT_LOOKAHEAD = 8
 
 
@@ -83,18 +84,31 @@ def _on_fallback(ctx: Ctx, from_model: str, to_model: str, reason: str) -> None:
 
 
 async def _reserve(rt: Runtime, ctx: Ctx, m: ModelRuntime) -> Hold:
-    """Hold the attempt's worst case. The prompt is first bounded by the body's size (no
-    tokenizing); only when that bound does not fit is it counted exactly."""
+    """Hold the attempt's worst case. The prompt is bounded by the body's size (no
+    tokenizing) when that bound is small next to what the budget has left; near a cap,
+    or when the bound does not fit, it is counted exactly, so a loose bound never
+    turns away a request the budget could pay for."""
     if not ctx.scope.enforced:
         return await rt.budgets.reserve(ctx.scope, 0, 0, 0.0)
     bound = ctx.prompt_bound()
-    try:
-        return await _hold(rt, ctx, m, bound)
-    except BudgetExceeded:
-        exact = await asyncio.to_thread(ctx.prompt_tokens, m)
-        if exact >= bound:
-            raise
-        return await _hold(rt, ctx, m, exact)
+    if not _near_cap(rt, ctx, m, bound):
+        try:
+            return await _hold(rt, ctx, m, bound)
+        except BudgetExceeded:
+            pass
+    exact = await asyncio.to_thread(ctx.prompt_tokens, m)
+    return await _hold(rt, ctx, m, min(exact, bound))
+
+
+def _near_cap(rt: Runtime, ctx: Ctx, m: ModelRuntime, prompt: int) -> bool:
+    scope = ctx.scope
+    out = ctx.max_output(m)
+    if scope.cap_tokens is not None and (prompt + out) * NEAR_CAP > scope.cap_tokens:
+        return True
+    if scope.cap_micros is None or scope.workflow_id is None:
+        return False
+    left = rt.remaining_hint(scope.key, scope.workflow_id, scope.cap_micros)
+    return worst_case_micros(m.price, prompt, out) * NEAR_CAP > left
 
 
 async def _hold(rt: Runtime, ctx: Ctx, m: ModelRuntime, prompt: int) -> Hold:

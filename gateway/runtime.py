@@ -52,6 +52,20 @@ class Runtime:
     tracing: Tracing = field(default_factory=lambda: Tracing(None))
     inflight: metrics.Inflight = field(default_factory=metrics.Inflight)
     request_ids: IdSource = field(default_factory=IdSource)
+    _remaining: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def remaining_hint(self, key: str, workflow_id: str, cap: int) -> int:
+        """What this process last saw left of a workflow's cap (the cap if nothing):
+        only a hint for choosing how precisely to estimate; reserving stays atomic."""
+        return min(cap, self._remaining.get((key, workflow_id), cap))
+
+    def note_remaining(self, key: str, workflow_id: str, remaining: int | None) -> None:
+        if remaining is None:
+            return
+        if len(self._remaining) >= 10_000:
+            self._remaining.clear()
+        self._remaining[(key, workflow_id)] = remaining
+
     settling: set[asyncio.Task[None]] = field(default_factory=set)
     idem_waiters: dict[str, asyncio.Event] = field(default_factory=dict)
 

@@ -64,7 +64,9 @@ async def settle(
         is_fallback=reason != "primary",
     )
     workflow = await rt.budgets.settle(hold, charge)
-    ctx.workflow = workflow or ctx.workflow
+    if workflow is not None:
+        ctx.workflow = workflow
+        rt.note_remaining(workflow.key, workflow.workflow_id, workflow.remaining_micros)
 
 
 def _count_spend(rt: Runtime, ctx: Ctx, m: ModelRuntime, usage: Usage, cost: int) -> None:

@@ -1,8 +1,9 @@
 """``SqliteStore``: the embedded, durable default store.
 
-One dedicated worker thread owns the one connection; every operation is submitted to
-it with ``run_in_executor`` so the event loop never blocks, and every write is one
-``BEGIN IMMEDIATE`` transaction (WAL mode, ``synchronous=NORMAL``). Spend, holds,
+One dedicated worker thread owns the one connection; every operation runs there so
+the event loop never blocks. Writes are atomic and isolated, each in its own savepoint
+of a ``BEGIN IMMEDIATE`` transaction that commits the writes queued together (group
+commit, ``sqlite_batch``; WAL mode, ``synchronous=NORMAL``). Spend, holds,
 workflows, idempotency records and an append-only ``spend_log`` ledger survive a
 restart.
 """
@@ -34,6 +35,7 @@ from accounting.store.common import (
     period_start,
     validate_request,
 )
+from accounting.store.sqlite_batch import WriteBatcher
 
 T = TypeVar("T")
 
@@ -46,6 +48,7 @@ class SqliteStore:
         self.workflow_ttl_s = workflow_ttl_s
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._writes: WriteBatcher | None = None
         self._ids = IdSource()
 
     # -- plumbing ---------------------------------------------------------------
@@ -55,6 +58,7 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spendgate-sqlite")
         try:
             self._conn = await self._submit(ops.connect, self.path)
+            self._writes = WriteBatcher(self._executor, self._conn)
         except BaseException:
             self._executor.shutdown(wait=False)
             self._executor = None
@@ -62,7 +66,7 @@ class SqliteStore:
 
     async def close(self) -> None:
         executor, conn = self._executor, self._conn
-        self._executor, self._conn = None, None
+        self._executor, self._conn, self._writes = None, None, None
         if executor is None:
             return
         if conn is not None:
@@ -87,7 +91,14 @@ class SqliteStore:
         return await self._submit(fn, self._connection(), *args)
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._submit(ops.write_txn, self._connection(), fn, *args)
+        """One atomic write, committed with whatever else is queued (group commit)."""
+        if self._writes is None:
+            raise StoreUnavailable("the sqlite store is not open")
+        try:
+            result: T = await self._writes.run(fn, *args)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
+        return result
 
     async def ping(self) -> None:
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())

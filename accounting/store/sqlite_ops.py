@@ -1,15 +1,14 @@
 """Synchronous SQLite operations behind ``SqliteStore``: schema and budget transactions.
 
-Every function here runs on the store's single worker thread, inside one transaction
-opened by ``write_txn`` (``BEGIN IMMEDIATE``), so a check and the hold it guards are
-one atomic step.
+Every function here runs on the store's single worker thread, inside a savepoint of a
+``BEGIN IMMEDIATE`` transaction (``sqlite_batch``), so a check and the hold it guards
+are one atomic step.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from accounting.errors import BudgetExceeded
@@ -122,17 +121,6 @@ def connect(path: str) -> sqlite3.Connection:
         raise RuntimeError(f"{path}: schema version {version} is newer than this build")
     conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
     return conn
-
-
-def write_txn(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn, *args)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
 
 
 # -- workflow rows -----------------------------------------------------------------
