@@ -41,6 +41,8 @@ class Decoder:
 
 
 def _parse(block: bytes) -> Event | None:
+    if block.startswith(b"data: ") and b"\n" not in block:
+        return Event(None, block[6:])  # the common case: one data line, no name
     name: str | None = None
     data: list[bytes] = []
     for line in block.split(b"\n"):
