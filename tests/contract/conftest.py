@@ -32,17 +32,6 @@ def redis_server() -> Iterator[RedisServer]:
         server.close()
 
 
-@pytest.fixture
-def own_redis_server() -> Iterator[RedisServer]:
-    """A server of this test alone, for tests that stop, pause or restart it."""
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 class StoreFactory:
     """Builds unopened stores of one backend. Stores built with the same ``namespace``
     share state (two replicas); a new namespace is a clean slate."""

@@ -9,7 +9,6 @@ import pytest
 
 from gateway.mock_provider import create_app as create_mock
 from tests.support.gateway import Gateway, base_config, run_gateway
-from tests.support.redis_server import RedisServer
 from tests.support.servers import serve_app
 
 
@@ -34,14 +33,3 @@ def config(mock: str, tmp_path: Path) -> dict[str, Any]:
 def gateway(config: dict[str, Any], mock: str) -> Iterator[Gateway]:
     with run_gateway(config, mock) as gw:
         yield gw
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    """A private redis-server on a free port (never the machine's own on 6379)."""
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()

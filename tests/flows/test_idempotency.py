@@ -165,9 +165,9 @@ async def duplicates(urls: list[str], n: int) -> list[httpx.Response]:
 
 
 def test_two_replicas_on_redis_share_records(
-    config: dict[str, Any], mock: str, tmp_path: Path, redis_server: RedisServer
+    config: dict[str, Any], mock: str, tmp_path: Path, own_redis_server: RedisServer
 ) -> None:
-    config["store"] = redis_server.url
+    config["store"] = own_redis_server.url
     path = write_config(config, tmp_path)
     with (
         spendgate(["serve", "--config", str(path)], ENV) as (_, a),

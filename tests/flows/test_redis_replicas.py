@@ -37,10 +37,10 @@ async def storm(urls: list[str], n: int, parallel: int, headers: dict[str, str])
 
 
 def test_two_replicas_share_one_cap(
-    config: dict[str, Any], mock: str, tmp_path: Path, redis_server: RedisServer
+    config: dict[str, Any], mock: str, tmp_path: Path, own_redis_server: RedisServer
 ) -> None:
     config = priced(config)
-    config["store"] = redis_server.url
+    config["store"] = own_redis_server.url
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     httpx.post(
@@ -65,15 +65,15 @@ def test_two_replicas_share_one_cap(
 
 
 def test_redis_unreachable_fails_closed(
-    config: dict[str, Any], mock: str, redis_server: RedisServer
+    config: dict[str, Any], mock: str, own_redis_server: RedisServer
 ) -> None:
     config = priced(config)
-    config["store"] = redis_server.url
+    config["store"] = own_redis_server.url
     with run_gateway(config, mock) as gw, gw.client() as c:
         body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20}
         headers = {"x-workflow-id": "wf-r", "x-workflow-budget-usd": "1"}
         assert c.post("/v1/chat/completions", json=body, headers=headers).status_code == 200
-        redis_server.pause()
+        own_redis_server.pause()
         try:
             started = time.monotonic()
             r = c.post("/v1/chat/completions", json=body, headers=headers)
@@ -84,5 +84,5 @@ def test_redis_unreachable_fails_closed(
             # No workflow and no key budget: nothing to enforce, served without the store.
             assert c.post("/v1/chat/completions", json=body).status_code == 200
         finally:
-            redis_server.resume()
+            own_redis_server.resume()
         assert c.post("/v1/chat/completions", json=body, headers=headers).status_code == 200

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.sse import DONE_FRAME, Decoder, Event, frame
 
 STREAM = (
-    b"data: {\"a\": 1}\n\n"
+    b'data: {"a": 1}\n\n'
     b": a comment\n\n"
-    b"event: message_start\ndata: {\"b\": 2}\n\n"
+    b'event: message_start\ndata: {"b": 2}\n\n'
     b"data: line one\ndata: line two\n\n"
     b"data: [DONE]\n\n"
 )
@@ -33,7 +35,7 @@ def test_any_split_of_the_bytes_gives_the_same_events(cuts: list[int]) -> None:
     decoder = Decoder()
     events: list[Event] = []
     points = [0, *sorted(cuts), len(STREAM)]
-    for start, end in zip(points, points[1:], strict=False):
+    for start, end in itertools.pairwise(points):
         events += decoder.feed(STREAM[start:end])
     assert events == EVENTS and not decoder.pending
 
