@@ -56,31 +56,39 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await rt.store.open()
-        if auth.open:
-            log.event(
-                "open_gateway",
-                level=30,
-                message="no gateway keys configured (auth.keys): ANYONE who can reach "
-                "this port can spend through it",
-            )
-        log.event("started", models=sorted(rt.models), store=_store_kind(config.store))
-        stalls = asyncio.create_task(workflows.watch_stalls(rt))
-        try:
+        async with _running(rt):
             yield
-        finally:
-            stalls.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stalls
-            if rt.settling:  # settlements of streams cut by the shutdown
-                await asyncio.wait(rt.settling, timeout=10)
-            await pool.aclose()
-            await rt.store.close()
-            rt.tracing.shutdown()
 
     app = Starlette(routes=_routes(), lifespan=lifespan)
     app.state.runtime = rt
     return FastPath(app)
+
+
+@contextlib.asynccontextmanager
+async def _running(rt: Runtime) -> AsyncIterator[None]:
+    """Open the store and background work; on the way out, let settlements finish,
+    then close the pool, the store and the tracer."""
+    await rt.store.open()
+    if rt.auth.open:
+        log.event(
+            "open_gateway",
+            level=30,
+            message="no gateway keys configured (auth.keys): ANYONE who can reach "
+            "this port can spend through it",
+        )
+    log.event("started", models=sorted(rt.models), store=_store_kind(rt.config.store))
+    stalls = asyncio.create_task(workflows.watch_stalls(rt))
+    try:
+        yield
+    finally:
+        stalls.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stalls
+        if rt.settling:  # settlements of streams cut by the shutdown
+            await asyncio.wait(rt.settling, timeout=10)
+        await rt.pool.aclose()
+        await rt.store.close()
+        rt.tracing.shutdown()
 
 
 class FastPath:

@@ -26,35 +26,16 @@ def classify_response(
     usage: Usage | None = None,
 ) -> UpstreamError:
     """An upstream non-2xx answer as a typed error."""
-    if status == 429:
-        return UpstreamError(
-            f"{provider} rate-limited the request (429)",
-            kind="rate_limited",
-            status=status,
-            retryable=True,
-            retry_after_s=parse_retry_after(headers, time.time()),
-            usage=usage,
-        )
     if status in RETRYABLE_STATUS:
-        kind = "timeout" if status in (408, 504) else "server_error"
-        return UpstreamError(
-            f"{provider} answered {status}",
-            kind=kind,
-            status=status,
-            retryable=True,
-            breaker_failure=True,
-            retry_after_s=parse_retry_after(headers, time.time()),
-            usage=usage,
-        )
+        return _transient(status, headers, provider, usage)
     if status in CREDENTIAL_STATUS:
         # The provider key is the gateway's, not the caller's: never pass the upstream's
         # body on (it may echo part of the key) and never blame the caller's key.
-        return UpstreamError(
+        message = (
             f"{provider} rejected the gateway's provider credentials ({status}); "
-            "the operator should check the provider's api_key_env",
-            kind="client_error",
-            status=status,
+            "the operator should check the provider's api_key_env"
         )
+        return UpstreamError(message, kind="client_error", status=status)
     if 400 <= status < 500:
         return UpstreamError(
             f"{provider} rejected the request ({status})",
@@ -65,12 +46,39 @@ def classify_response(
             context_window=context_window,
             usage=usage,
         )
+    server = status >= 500
     return UpstreamError(
         f"{provider} answered an unexpected {status}",
         kind="server_error",
         status=status,
-        retryable=status >= 500,
-        breaker_failure=status >= 500,
+        retryable=server,
+        breaker_failure=server,
+        usage=usage,
+    )
+
+
+def _transient(
+    status: int, headers: Mapping[str, str], provider: str, usage: Usage | None
+) -> UpstreamError:
+    """429 (the deployment is healthy, only limiting us: not a breaker failure), and
+    408, 5xx and 529 (a breaker failure)."""
+    retry_after = parse_retry_after(headers, time.time())
+    if status == 429:
+        return UpstreamError(
+            f"{provider} rate-limited the request (429)",
+            kind="rate_limited",
+            status=status,
+            retryable=True,
+            retry_after_s=retry_after,
+            usage=usage,
+        )
+    return UpstreamError(
+        f"{provider} answered {status}",
+        kind="timeout" if status in (408, 504) else "server_error",
+        status=status,
+        retryable=True,
+        breaker_failure=True,
+        retry_after_s=retry_after,
         usage=usage,
     )
 
