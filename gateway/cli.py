@@ -83,6 +83,7 @@ def serve_gateway(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    print(f"spendgate: serving on http://{args.host}:{args.port}/v1", file=sys.stderr)
     if args.workers > 1:
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="spendgate-"))
     uvicorn.run(

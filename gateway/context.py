@@ -62,13 +62,20 @@ class Ctx:
         return cached
 
     def max_output(self, m: ModelRuntime) -> int:
+        """The most completion tokens this request can be billed: its limit (else the
+        model's max output) for each of its ``n`` choices."""
         if self.endpoint == "embeddings":
             return 0
+        limit = m.max_output_tokens
         for name in ("max_completion_tokens", "max_tokens"):
             value = self.body.get(name)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
-        return m.max_output_tokens
+                limit = value
+                break
+        choices = self.body.get("n", 1)
+        if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
+            return limit * choices
+        return limit
 
 
 @dataclass

@@ -281,3 +281,15 @@ def test_crashed_holders_reservation_expires(
         # the lost call counted at what it held, plus this call's real cost
         assert Decimal(state["spent_usd"]) == held + Decimal("0.027")
         assert Decimal(state["expired_holds_usd"]) == held
+
+
+def test_worst_case_counts_every_choice(config: dict[str, Any], mock: str) -> None:
+    """n=3 choices of up to 20 tokens may bill 60: a cap for one choice refuses it."""
+    with run_gateway(priced(config), mock) as gw, gw.client() as c:
+        headers = {"x-workflow-id": "wf-n", "x-workflow-budget-usd": "0.05"}
+        body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20}
+        assert (
+            c.post("/v1/chat/completions", json={**body, "n": 3}, headers=headers).status_code
+            == 402
+        )
+        assert c.post("/v1/chat/completions", json=body, headers=headers).status_code == 200
