@@ -14,8 +14,10 @@ always replaces these estimates when it arrives.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import tiktoken
@@ -80,6 +82,17 @@ def encoding_name_for(model: str) -> str:
     return O200K  # newer OpenAI models and non-OpenAI models (approximation)
 
 
+BUNDLED_ENCODINGS = Path(__file__).with_name("encodings")
+
+
+def get_encoding(name: str) -> tiktoken.Encoding:
+    """tiktoken's encoding, loaded with no network: unless the user named a cache
+    (``TIKTOKEN_CACHE_DIR``), tiktoken is pointed at the copies spendgate ships."""
+    if not os.environ.get("TIKTOKEN_CACHE_DIR") and BUNDLED_ENCODINGS.is_dir():
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(BUNDLED_ENCODINGS)
+    return tiktoken.get_encoding(name)
+
+
 def _encoding(name: str) -> tiktoken.Encoding:
     enc = _encodings.get(name)
     if enc is not None:
@@ -87,7 +100,7 @@ def _encoding(name: str) -> tiktoken.Encoding:
     with _lock:
         enc = _encodings.get(name)
         if enc is None:
-            enc = tiktoken.get_encoding(name)
+            enc = get_encoding(name)
             _encodings[name] = enc
         return enc
 

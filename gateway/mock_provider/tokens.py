@@ -12,6 +12,8 @@ from typing import Any
 
 import tiktoken
 
+from accounting.tokens import get_encoding
+
 ENCODING_NAME = "o200k_base"
 
 # Each word, with its leading space, is one o200k_base token (checked on first load).
@@ -29,7 +31,7 @@ TOKENS_PER_REQUEST = 3
 @functools.cache
 def encoding() -> tiktoken.Encoding:
     """The o200k_base encoding; the first call loads it and checks the word list."""
-    enc = tiktoken.get_encoding(ENCODING_NAME)
+    enc = get_encoding(ENCODING_NAME)
     bad = [word for word in WORDS if len(enc.encode(word)) != 1]
     if bad:
         raise RuntimeError(f"mock provider words are not single {ENCODING_NAME} tokens: {bad}")
