@@ -221,4 +221,4 @@ async def _until_content(stream: UpstreamStream, chunks: AsyncIterator[bytes]) -
 
 
 def _count_attempt(rt: Runtime, m: ModelRuntime, outcome: str) -> None:
-    metrics.UPSTREAM_ATTEMPTS.labels(m.name, outcome).inc()
+    metrics.child(metrics.UPSTREAM_ATTEMPTS, m.name, outcome).inc()

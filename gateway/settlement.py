@@ -72,9 +72,9 @@ async def settle(
 def _count_spend(rt: Runtime, ctx: Ctx, m: ModelRuntime, usage: Usage, cost: int) -> None:
     for kind, count in usage.by_kind().items():
         if count:
-            metrics.TOKENS.labels(m.name, kind).inc(count)
+            metrics.child(metrics.TOKENS, m.name, kind).inc(count)
     if cost:
-        metrics.COST.labels(m.name, rt.labels.key(ctx.principal.name)).inc(cost / 1_000_000)
+        metrics.child(metrics.COST, m.name, rt.labels.key(ctx.principal.name)).inc(cost / 1_000_000)
 
 
 def _add(a: Usage, b: Usage) -> Usage:

@@ -17,11 +17,11 @@ if TYPE_CHECKING:
 def finish(rt: Runtime, ctx: Ctx, status: int, error_code: str | None = None) -> None:
     elapsed = time.perf_counter() - ctx.start
     model = rt.labels.model(ctx.model)  # the model the caller asked for
-    metrics.REQUESTS.labels(model, str(status)).inc()
-    metrics.REQUEST_DURATION.labels(model).observe(elapsed)
-    metrics.OVERHEAD.labels(model).observe(max(0.0, elapsed - ctx.upstream_s))
+    metrics.child(metrics.REQUESTS, model, str(status)).inc()
+    metrics.child(metrics.REQUEST_DURATION, model).observe(elapsed)
+    metrics.child(metrics.OVERHEAD, model).observe(max(0.0, elapsed - ctx.upstream_s))
     if ctx.ttft_s is not None:
-        metrics.TTFT.labels(model).observe(ctx.ttft_s)
+        metrics.child(metrics.TTFT, model).observe(ctx.ttft_s)
     wf = ctx.scope.workflow_id
     _end_span(ctx, status, error_code)
     log.access(

@@ -59,7 +59,10 @@ def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
 
 def access(fields: dict[str, Any]) -> None:
     if ACCESS.isEnabledFor(logging.INFO):
-        ACCESS.info("request", extra={"fields": fields})
+        # Built directly: Logger.info would walk the stack to find its caller.
+        record = logging.LogRecord("spendgate.access", logging.INFO, "", 0, "request", None, None)
+        record.fields = fields
+        ACCESS.handle(record)
 
 
 def now_ms(start: float) -> float:

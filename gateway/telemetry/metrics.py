@@ -11,9 +11,11 @@ points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers star
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -131,6 +133,13 @@ ALL = (
 )
 
 
+@functools.lru_cache(maxsize=8192)
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, kept: label sets are bounded and the lookups are on
+    every request's path."""
+    return metric.labels(*labels)
+
+
 def metric_names() -> set[str]:
     """Base names of every metric (counters with their ``_total`` suffix)."""
     names = set()
@@ -173,11 +182,11 @@ class Inflight:
 
     def start(self, model: str, request_id: str) -> None:
         self._since.setdefault(model, {})[request_id] = self._clock()
-        INFLIGHT.labels(model).inc()
+        child(INFLIGHT, model).inc()
 
     def stop(self, model: str, request_id: str) -> None:
         if self._since.get(model, {}).pop(request_id, None) is not None:
-            INFLIGHT.labels(model).dec()
+            child(INFLIGHT, model).dec()
 
     def export(self) -> None:
         now = self._clock()
