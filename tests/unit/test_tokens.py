@@ -222,3 +222,13 @@ def test_warm_and_concurrent_use() -> None:
         t.join()
     assert len(set(results)) == 1
     assert len(results) == 8
+
+
+def test_the_encodings_ship_with_the_package() -> None:
+    from accounting.tokens import BUNDLED_ENCODINGS
+
+    names = {p.name for p in BUNDLED_ENCODINGS.iterdir()}
+    assert {
+        "fb374d419588a4632f3f557e76b4b70aebbca790",
+        "9b5ad71b2ce5302211f9c61530b329a4922fc6a4",
+    } <= names
