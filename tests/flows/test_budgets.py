@@ -293,3 +293,20 @@ def test_worst_case_counts_every_choice(config: dict[str, Any], mock: str) -> No
             == 402
         )
         assert c.post("/v1/chat/completions", json=body, headers=headers).status_code == 200
+
+
+def test_usage_reported_on_an_error_is_charged(config: dict[str, Any], mock: str) -> None:
+    with run_gateway(priced(config), mock) as gw, gw.client() as c:
+        gw.script("gpt-4o-mini", [{"status": 400, "include_usage_on_error": True}])
+        r = c.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": MESSAGES},
+            headers={"x-workflow-id": "wf-err"},
+        )
+        assert r.status_code == 400
+        [record] = gw.mock_stats()["requests"]
+        usage = r.json()["usage"]
+        charged = (usage["prompt_tokens"] + usage.get("completion_tokens", 0)) * TOKEN_USD
+        assert charged > 0
+        assert Decimal(workflow(gw, "wf-err").json()["spent_usd"]) == charged
+        assert record["model"] == "gpt-4o-mini"
