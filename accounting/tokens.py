@@ -90,7 +90,12 @@ def get_encoding(name: str) -> tiktoken.Encoding:
     (``TIKTOKEN_CACHE_DIR``), tiktoken is pointed at the copies spendgate ships."""
     if not os.environ.get("TIKTOKEN_CACHE_DIR") and BUNDLED_ENCODINGS.is_dir():
         os.environ["TIKTOKEN_CACHE_DIR"] = str(BUNDLED_ENCODINGS)
-    return tiktoken.get_encoding(name)
+    enc = tiktoken.get_encoding(name)
+    # The Rust core keeps its own copy of the ranks; tiktoken's Python-side dict is
+    # only read when pickling an Encoding, and costs ~30 MB for o200k_base.
+    if isinstance(getattr(enc, "_mergeable_ranks", None), dict):
+        enc._mergeable_ranks = {}
+    return enc
 
 
 def _encoding(name: str) -> tiktoken.Encoding:
