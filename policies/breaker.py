@@ -13,12 +13,33 @@ this wrapper adds:
 from __future__ import annotations
 
 import contextlib
+import importlib
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-
-import pybreaker
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from policies.errors import UpstreamError
+
+
+def _import_pybreaker() -> ModuleType:
+    """pybreaker imports redis at import time for a breaker storage we never use
+    (breaker state stays in process); that import alone costs ~15 MB of RSS. Import
+    pybreaker with redis hidden, unless something already loaded redis."""
+    if "redis" in sys.modules or "pybreaker" in sys.modules:
+        return importlib.import_module("pybreaker")
+    sys.modules["redis"] = None  # type: ignore[assignment]
+    try:
+        return importlib.import_module("pybreaker")
+    finally:
+        del sys.modules["redis"]
+
+
+if TYPE_CHECKING:
+    import pybreaker
+else:
+    pybreaker = _import_pybreaker()
 
 STATE_CODES = {"closed": 0, "half-open": 1, "open": 2}
 
