@@ -103,7 +103,9 @@ async def _run(rt: Runtime, ctx: Ctx, claim: idempotency.Claim | None) -> Respon
         if exc.passthrough and exc.body is not None:
             status = exc.status or 502
             headers = response_headers(ctx)
-            await idempotency.finish(rt, claim, Record(status, _replayable(headers), exc.body))
+            await idempotency.finish(
+                rt, claim, Record(status, idempotency.record_headers(headers), exc.body)
+            )
             access.finish(rt, ctx, status, "upstream_client_error")
             return Response(exc.body, status, headers, media_type=JSON)
         return _failed(rt, ctx, translate(exc))
@@ -111,7 +113,7 @@ async def _run(rt: Runtime, ctx: Ctx, claim: idempotency.Claim | None) -> Respon
         return _failed(rt, ctx, _translate(exc))
     if isinstance(answer, Answer):
         headers = {**answer.headers, **response_headers(ctx)}
-        record = Record(answer.status, _replayable(headers), answer.body)
+        record = Record(answer.status, idempotency.record_headers(headers), answer.body)
         await idempotency.finish(rt, claim, record)
         access.finish(rt, ctx, answer.status)
         return Response(answer.body, answer.status, headers)
@@ -119,10 +121,6 @@ async def _run(rt: Runtime, ctx: Ctx, claim: idempotency.Claim | None) -> Respon
     if claim is not None:
         claim.streaming = True
     return SSEResponse(rt, ctx, answer, headers, claim)  # type: ignore[return-value]
-
-
-def _replayable(headers: dict[str, str]) -> dict[str, str]:
-    return idempotency.record_headers(headers)
 
 
 def _translate(exc: Exception) -> GatewayError:

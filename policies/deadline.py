@@ -15,10 +15,6 @@ class Deadline:
     def remaining(self) -> float:
         return self.at - self.clock()
 
-    @property
-    def expired(self) -> bool:
-        return self.remaining() <= 0
-
 
 def timeout_seconds(
     request_timeout: str | None, stainless_timeout: str | None, default_s: float, max_s: float

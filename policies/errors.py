@@ -21,16 +21,6 @@ from dataclasses import dataclass, field
 
 from accounting.usage import Usage
 
-UPSTREAM_OUTCOMES = (
-    "success",
-    "rate_limited",
-    "server_error",
-    "timeout",
-    "connect_error",
-    "client_error",
-    "stream_error",
-)
-
 
 class PolicyError(Exception):
     """Base of the errors the policies raise or decide on."""

@@ -40,7 +40,6 @@ class Step:
     model: str
     reason: str  # primary | fallback | context_window
     attempt: int = 0
-    total_attempts: int = 0
     last_error: UpstreamError | None = None  # of the current candidate
 
 
@@ -112,7 +111,6 @@ async def _run_one(
     async def once(number: int) -> T:
         step.attempt = number
         with route.breaker.calling():
-            step.total_attempts += 1
             try:
                 return await attempt(step)
             except UpstreamError as exc:

@@ -23,7 +23,6 @@ import httptools
 import httpx
 
 HIGH_WATER = 256 * 1024
-SIZE_HINT = 64
 
 
 class _Conn(asyncio.Protocol):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import logging
 import sys
-import time
 from logging.handlers import QueueHandler, QueueListener
 from queue import SimpleQueue
 from typing import Any
@@ -63,7 +62,3 @@ def access(fields: dict[str, Any]) -> None:
         record = logging.LogRecord("spendgate.access", logging.INFO, "", 0, "request", None, None)
         record.fields = fields
         ACCESS.handle(record)
-
-
-def now_ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 3)
