@@ -33,5 +33,11 @@ class StoreUnavailable(AccountingError):
     """The store could not be reached or failed; budgets fail closed."""
 
 
+class StoreReset(StoreUnavailable):
+    """The store lost its data (a Redis restarted without persistence, a failover to
+    an empty replica): budgets and idempotency fail closed until an operator accepts
+    the reset (``POST /admin/store/accept-reset``) or the data comes back."""
+
+
 class WorkflowNotFound(AccountingError):
     """No workflow with that id under the caller's key."""

@@ -6,16 +6,21 @@ blocks) and ``RedisStore`` (shared by replicas; every read-modify-write is one L
 script). Every method takes ``now`` (unix seconds) from the caller so leases and
 expiry are driven by an injected clock.
 
+Timeouts are honest: an operation the store gave up on (it raised StoreUnavailable
+because Redis was paused or the disk wedged) never takes effect later. Each store
+fences its writes by real elapsed time (Redis: a deadline the script checks against
+the server's clock; SQLite: a deadline the writer thread checks before running it).
+
 Money is integer micro-USD throughout.
 
 Reservations and leases: ``reserve`` holds the worst case of one upstream attempt
 against the workflow's cap, the workflow's token cap and the key's periodic budget,
 all or nothing. ``settle`` replaces the hold by the actual charge. A hold whose lease
 ran out (its replica died) is *counted as spent at its reserved amount* the next time
-any reservation touches that workflow or key: the upstream may have billed it and we
-cannot know, so the cap stays safe. It is visible as ``expired_holds`` /
-``expired_micros``; a late ``settle`` of an expired hold corrects the spend to the
-actual charge.
+anything reads or reserves against that workflow or key, and by the periodic
+``sweep``: the upstream may have billed it and we cannot know, so the cap stays
+safe. It is visible as ``expired_holds`` / ``expired_micros``; a late ``settle`` of
+an expired hold corrects the spend to the actual charge.
 """
 
 from __future__ import annotations
@@ -57,6 +62,10 @@ class Reservation:
     tokens: int
     period_start: int | None  # the key budget window held against, if any
     expires_at: float
+    # The caps the reserving request carried: a settle that finds its hold and
+    # workflow gone (a store that lost its data) re-creates them no looser than this.
+    cap_micros: int | None = None
+    cap_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,11 @@ class Charge:
     partial: bool = False  # a stream cut off: part of the charge is estimated
     is_retry: bool = False
     is_fallback: bool = False
+    # Which charging rule produced ``cost_micros`` (kept in the ledger): ``reported``
+    # (the provider's final usage), ``received`` (a stream that provably stopped:
+    # prompt + what arrived), ``drained`` (an abandoned answer read to its end),
+    # ``worst_case`` (unknowable: the hold's amount), ``refused`` (an error answer).
+    rule: str = "reported"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +124,15 @@ class Reserved:
 
 
 @dataclass(frozen=True, slots=True)
+class Settled:
+    workflow: WorkflowState | None
+    # True when no hold (and no record of an earlier settle) was found: the store lost
+    # it; the charge was still applied to the workflow and key window (re-created
+    # when missing, with the reservation's caps).
+    orphan: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class KeySpend:
     key: str
     period_start: int
@@ -131,10 +154,34 @@ class IdemClaim:
 class Store(Protocol):
     """Budgets, workflow status and idempotency records; see the module docstring."""
 
-    async def open(self) -> None: ...
+    async def open(self) -> None:
+        """Connect and establish the store's epoch (Redis): a store that lost its data
+        since this process (or any replica) last saw it is detected, see ``check``."""
+        ...
+
     async def close(self) -> None: ...
     async def ping(self) -> None:
-        """Raise StoreUnavailable when the store cannot be used."""
+        """Exercise the write path (a small write and read back); raise
+        StoreUnavailable when the store cannot be used (unreachable, full, wedged,
+        or reset: StoreReset)."""
+        ...
+
+    async def check(self, now: float) -> None:
+        """Periodic self-check: detect a store that lost its data (its epoch vanished
+        or changed) and, in the reset state, leave it once an operator accepted the
+        reset (or the data came back). Raises nothing for a healthy store, nor for a
+        reset it detects (``reset_info`` reports that); raises StoreUnavailable when
+        unreachable."""
+        ...
+
+    def reset_info(self) -> dict[str, object] | None:
+        """While the store is in the reset state (every budget/idempotency operation
+        raises StoreReset): what was detected, when. None otherwise."""
+        ...
+
+    async def accept_reset(self, now: float) -> None:
+        """Admin: the operator confirms the data loss; a new epoch is written and every
+        replica leaves the reset state at its next ``check``."""
         ...
 
     # -- budgets --------------------------------------------------------------
@@ -150,10 +197,11 @@ class Store(Protocol):
         request is refused, so the first request always sets the cap. Checks, in order:
         workflow usd cap, workflow token cap, key budget window. A completed workflow
         still accepts reservations; its status stays ``completed``. Key spend is only
-        tracked for requests carrying a ``key_budget``."""
+        tracked for requests carrying a ``key_budget``.
+        """
         ...
 
-    async def settle(self, res: Reservation, charge: Charge, now: float) -> WorkflowState | None:
+    async def settle(self, res: Reservation, charge: Charge, now: float) -> Settled:
         """Replace the hold by the actual charge and update counters. Idempotent per
         reservation id (a second settle changes nothing). Returns the workflow after.
 
@@ -161,17 +209,20 @@ class Store(Protocol):
         of input and only shows in ``tokens_by_kind``). Settling a hold that was swept
         as expired replaces its estimate: spent moves by actual - held, and
         ``expired_micros`` drops by the held amount (``expired_holds`` keeps counting
-        the expiry)."""
+        the expiry). A hold the store does not know and never settled is an orphan:
+        the charge is still applied (see ``Settled.orphan``)."""
         ...
 
-    async def get_workflow(
-        self, key: str, workflow_id: str, now: float
-    ) -> WorkflowState | None: ...
+    async def get_workflow(self, key: str, workflow_id: str, now: float) -> WorkflowState | None:
+        """The workflow after sweeping its expired holds (counted as spent)."""
+        ...
+
     async def complete_workflow(
         self, key: str, workflow_id: str, now: float
     ) -> WorkflowState | None:
-        """Mark completed (``completed_at`` = the first completion); idempotent. It
-        leaves the stalled listing. None when there is no such workflow."""
+        """Sweep its expired holds, then mark completed (``completed_at`` = the first
+        completion); idempotent. It leaves the stalled listing. None when there is no
+        such workflow."""
         ...
 
     async def set_workflow_cap(
@@ -182,7 +233,9 @@ class Store(Protocol):
         ...
 
     async def list_stalled(self, idle_before: float, limit: int = 100) -> list[WorkflowState]:
-        """Running workflows whose last_seen_at < idle_before, oldest first."""
+        """Running workflows whose last_seen_at < idle_before, oldest first, each after
+        sweeping its holds whose lease ran out by ``idle_before`` (the listing has no
+        ``now``; ``idle_before`` is earlier, so nothing live is expired)."""
         ...
 
     async def count_stalled(self, idle_before: float) -> int: ...
@@ -190,28 +243,35 @@ class Store(Protocol):
 
     # -- idempotency ----------------------------------------------------------
     async def idem_claim(
-        self, scope: str, fingerprint: str, lease_s: float, now: float
+        self,
+        key: str,
+        scope: str,
+        fingerprint: str,
+        lease_s: float,
+        now: float,
     ) -> IdemClaim:
         """Atomically: absent or pending-with-expired-lease -> claimed (new token);
         completed with the same fingerprint -> replay; different fingerprint (pending
-        or completed) -> conflict; pending with a live lease -> in_flight.
+        or completed) -> conflict; pending with a live lease -> in_flight. ``key`` is
+        the gateway key the scope belongs to (its tenant).
 
         A completed record past its TTL and a pending claim past its lease count as
         absent (whatever their fingerprint)."""
         ...
 
     async def idem_complete(
-        self, scope: str, token: str, record: bytes, ttl_s: float, now: float
+        self, key: str, scope: str, token: str, record: bytes, ttl_s: float, now: float
     ) -> bool:
         """Store the answer if ``token`` still holds the claim; False otherwise. The
         record then expires at ``now + ttl_s``."""
         ...
 
-    async def idem_release(self, scope: str, token: str) -> None:
+    async def idem_release(self, key: str, scope: str, token: str) -> None:
         """Drop a pending claim held by ``token`` (nothing worth storing happened)."""
         ...
 
     async def sweep(self, now: float) -> int:
-        """Delete expired idempotency records and state idle for longer than the
-        store's workflow TTL; returns how many rows (entries) were removed."""
+        """Count every hold whose lease ran out as spent (whatever its workflow or key),
+        delete expired idempotency records and state idle for longer than the store's
+        workflow TTL; returns how many holds were expired plus rows (entries) removed."""
         ...

@@ -16,6 +16,12 @@ COUNTED_KINDS = ("input", "output", "partial_output")
 
 DEFAULT_WORKFLOW_TTL_S = 30 * 86400
 
+# A settle whose hold the store lost (an orphan) may have to re-create the key window
+# it was held against, but the window's length is not in the reservation. It is kept
+# as if it were a year long: a window outliving its period costs one small record,
+# one dropped before its period ends would forget spend the key budget must count.
+ORPHAN_WINDOW_S = 366 * 86400
+
 
 class IdSource:
     """Unique ids without a system call each: a random per-instance prefix + a counter."""

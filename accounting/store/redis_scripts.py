@@ -1,16 +1,32 @@
 """Lua scripts of ``RedisStore``: each read-modify-write is one script, so it is atomic.
+This file has the shared prelude and the request path (reserve, settle);
+``redis_scripts_admin`` the rest.
 
-Key layout (``B`` = ``<prefix>{<tenant>}``, the tenant being the escaped gateway key):
+Key layout (``B`` = ``<prefix>{<tenant>}``, the tenant being the escaped gateway key;
+everything of one tenant shares its hash tag, so one tenant is one cluster slot):
 
+* ``B:epoch``          string the store's epoch as this tenant's data last saw it
 * ``B:wf:<workflow>``  hash   the workflow (fields named like ``WorkflowState``,
   ``tk:<kind>`` for tokens by kind)
 * ``B:wh:<workflow>``  zset   the workflow's live holds, scored by expires_at
 * ``B:h:<id>``         hash   one hold: amount, tokens, wid, period, expires_at, state
+  (``held``, ``expired``; ``settled`` is a tombstone of the state field alone)
 * ``B:kp:<start>``     hash   the key's budget window: spent_micros, reserved_micros
 * ``B:kh:<start>``     zset   the window's live holds, scored by expires_at
+* ``B:leases``         zset   every live hold of the tenant, scored by expires_at
+* ``B:idem:<scope>``   hash   an idempotency record
 * ``<prefix>running``  zset   running workflows (``<tenant>:<workflow>``) by last_seen_at
+* ``<prefix>lease_tenants`` zset tenants with live holds, scored at or below their
+  earliest lease (the periodic sweep's index: no KEYS or SCAN)
 * ``<prefix>ledger``   stream one entry per settle, capped (``MAXLEN ~``)
-* ``<prefix>idem:<scope>`` hash an idempotency record
+* ``<prefix>epoch``, ``<prefix>reset_detected``, ``<prefix>ready``: see ``redis_epoch``
+
+Every tenant script begins with ``guard()``: KEYS[1] is ``B:epoch``, ARGV[1] the
+store's epoch, ARGV[2] whether this process has seen the tenant's marker (``1``,
+``0``, or ``force``: rewrite it), ARGV[3] a fence (unix seconds, ``''`` for none). A
+fence that passed by the server's clock means the store already gave up on the call:
+the script returns ``stale`` and changes nothing. A marker that is missing for a
+tenant this process has seen, or differs, returns ``lost`` and changes nothing.
 
 Amounts travel as decimal strings and are only changed with HINCRBY, so counters are
 exact 64-bit integers; Lua numbers (doubles) are used for comparisons only.
@@ -18,7 +34,23 @@ exact 64-bit integers; Lua numbers (doubles) are used for comparisons only.
 
 from __future__ import annotations
 
-_PRELUDE = """
+PRELUDE = """
+local function guard()
+  if ARGV[3] ~= '' then
+    local t = redis.call('TIME')
+    if tonumber(t[1]) + tonumber(t[2]) / 1000000 > tonumber(ARGV[3]) then
+      return {'stale'}
+    end
+  end
+  local mark = redis.call('GET', KEYS[1])
+  if mark == ARGV[1] then return nil end
+  if ARGV[2] == 'force' or (not mark and ARGV[2] == '0') then
+    redis.call('SET', KEYS[1], ARGV[1])
+    return nil
+  end
+  return {'lost', mark or ''}
+end
+
 local function neg(n)
   if n == '0' then return '0' end
   return '-' .. n
@@ -28,11 +60,13 @@ local function hgetall(k)
   return redis.call('HGETALL', k)
 end
 
--- A hold whose lease ran out is counted as spent at its held amount.
+-- A hold whose lease ran out is counted as spent at its held amount, in its
+-- workflow and in the key window it was held against. Returns 1 if it was held.
 local function expire_hold(base, id, keep_s)
   local hk = base .. ':h:' .. id
+  redis.call('ZREM', base .. ':leases', id)
   local h = redis.call('HMGET', hk, 'amount', 'tokens', 'wid', 'period', 'state')
-  if h[5] ~= 'held' then return end
+  if h[5] ~= 'held' then return 0 end
   local a, t = h[1], h[2]
   if h[3] then
     local w = base .. ':wf:' .. h[3]
@@ -56,6 +90,7 @@ local function expire_hold(base, id, keep_s)
   end
   redis.call('HSET', hk, 'state', 'expired')
   redis.call('EXPIRE', hk, keep_s)
+  return 1
 end
 
 local function sweep(base, zkey, now, keep_s)
@@ -71,19 +106,22 @@ local function num(v)
 end
 """
 
-# KEYS: 1 workflow, 2 workflow holds, 3 window, 4 window holds, 5 new hold, 6 running
-# ARGV: 1 base, 2 running member, 3 reservation id, 4 amount, 5 tokens, 6 now,
-#       7 expires_at, 8 workflow id ('' = none), 9 cap_micros ('' = none),
-#       10 cap_tokens ('' = none), 11 step given ('1'/'0'), 12 step,
-#       13 key limit ('' = no key budget), 14 window start, 15 window ttl s,
-#       16 workflow ttl s, 17 hold ttl s
+# KEYS: 1 epoch marker, 2 workflow, 3 workflow holds, 4 window, 5 window holds,
+#       6 new hold, 7 running, 8 tenant leases, 9 lease tenants
+# ARGV: 1-3 guard, 4 base, 5 running member, 6 reservation id, 7 amount, 8 tokens,
+#       9 now, 10 expires_at, 11 workflow id ('' = none), 12 cap_micros ('' = none),
+#       13 cap_tokens ('' = none), 14 step given ('1'/'0'), 15 step,
+#       16 key limit ('' = no key budget), 17 window start, 18 window ttl s,
+#       19 workflow ttl s, 20 hold ttl s, 21 tenant
 RESERVE = (
-    _PRELUDE
+    PRELUDE
     + """
-local wf, base, now, amount, tokens = KEYS[1], ARGV[1], ARGV[6], ARGV[4], ARGV[5]
-local has_wf, has_kb = ARGV[8] ~= '', ARGV[13] ~= ''
-if has_wf then sweep(base, KEYS[2], now, ARGV[16]) end
-if has_kb then sweep(base, KEYS[4], now, ARGV[16]) end
+local g = guard()
+if g then return g end
+local wf, base, now, amount, tokens = KEYS[2], ARGV[4], ARGV[9], ARGV[7], ARGV[8]
+local has_wf, has_kb = ARGV[11] ~= '', ARGV[16] ~= ''
+if has_wf then sweep(base, KEYS[3], now, ARGV[19]) end
+if has_kb then sweep(base, KEYS[5], now, ARGV[19]) end
 
 local function lower(field, cap)
   if cap == '' then return end
@@ -95,14 +133,14 @@ if has_wf then
   if redis.call('EXISTS', wf) == 0 then
     redis.call('HSET', wf, 'started_at', now, 'status', 'running')
   end
-  lower('cap_micros', ARGV[9])
-  lower('cap_tokens', ARGV[10])
-  if ARGV[11] == '1' then redis.call('HSET', wf, 'step', ARGV[12]) end
+  lower('cap_micros', ARGV[12])
+  lower('cap_tokens', ARGV[13])
+  if ARGV[14] == '1' then redis.call('HSET', wf, 'step', ARGV[15]) end
   redis.call('HSET', wf, 'last_seen_at', now)
   if redis.call('HGET', wf, 'status') == 'running' then
-    redis.call('ZADD', KEYS[6], now, ARGV[2])
+    redis.call('ZADD', KEYS[7], now, ARGV[5])
   end
-  redis.call('EXPIRE', wf, ARGV[16])
+  redis.call('EXPIRE', wf, ARGV[19])
   local w = redis.call('HMGET', wf, 'cap_micros', 'cap_tokens', 'spent_micros',
     'reserved_micros', 'tokens_spent', 'tokens_reserved')
   if w[1] and num(w[3]) + num(w[4]) + tonumber(amount) > tonumber(w[1]) then
@@ -114,56 +152,77 @@ if has_wf then
 end
 
 if has_kb then
-  local p = redis.call('HMGET', KEYS[3], 'spent_micros', 'reserved_micros')
-  if num(p[1]) + num(p[2]) + tonumber(amount) > tonumber(ARGV[13]) then
+  local p = redis.call('HMGET', KEYS[4], 'spent_micros', 'reserved_micros')
+  if num(p[1]) + num(p[2]) + tonumber(amount) > tonumber(ARGV[16]) then
     local state = {}
     if has_wf then state = hgetall(wf) end
     return {'key', state, p[1] or '0', p[2] or '0'}
   end
 end
 
-redis.call('HSET', KEYS[5], 'amount', amount, 'tokens', tokens, 'expires_at', ARGV[7],
+redis.call('HSET', KEYS[6], 'amount', amount, 'tokens', tokens, 'expires_at', ARGV[10],
   'state', 'held')
-redis.call('EXPIRE', KEYS[5], ARGV[17])
+redis.call('EXPIRE', KEYS[6], ARGV[20])
 local state = {}
 if has_wf then
-  redis.call('HSET', KEYS[5], 'wid', ARGV[8])
+  redis.call('HSET', KEYS[6], 'wid', ARGV[11])
   redis.call('HINCRBY', wf, 'reserved_micros', amount)
   redis.call('HINCRBY', wf, 'tokens_reserved', tokens)
-  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[3])
-  redis.call('EXPIRE', KEYS[2], ARGV[17])
+  redis.call('ZADD', KEYS[3], ARGV[10], ARGV[6])
+  redis.call('EXPIRE', KEYS[3], ARGV[20])
   state = hgetall(wf)
 end
 if has_kb then
-  redis.call('HSET', KEYS[5], 'period', ARGV[14])
-  redis.call('HINCRBY', KEYS[3], 'reserved_micros', amount)
-  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[3])
-  redis.call('EXPIRE', KEYS[3], ARGV[15])
-  redis.call('EXPIRE', KEYS[4], ARGV[15])
+  redis.call('HSET', KEYS[6], 'period', ARGV[17])
+  redis.call('HINCRBY', KEYS[4], 'reserved_micros', amount)
+  redis.call('ZADD', KEYS[5], ARGV[10], ARGV[6])
+  redis.call('EXPIRE', KEYS[4], ARGV[18])
+  redis.call('EXPIRE', KEYS[5], ARGV[18])
+end
+if has_wf or has_kb then
+  -- no TTL: settles and sweeps empty it, and Redis drops an empty zset
+  redis.call('ZADD', KEYS[8], ARGV[10], ARGV[6])
+  redis.call('ZADD', KEYS[9], 'LT', ARGV[10], ARGV[21])
 end
 return {'ok', state}
 """
 )
 
-# KEYS: 1 hold, 2 workflow, 3 workflow holds, 4 window, 5 window holds, 6 running,
-#       7 ledger
-# ARGV: 1 reservation id, 2 cost, 3 counted tokens, 4 now, 5 sent, 6 retry,
-#       7 fallback, 8 partial, 9 has workflow, 10 has window, 11 running member,
-#       12 workflow ttl s, 13 ledger max length, 14 ledger entry count n,
-#       then n field/value pairs of the ledger entry, then kind/count pairs
+# KEYS: 1 epoch marker, 2 hold, 3 workflow, 4 workflow holds, 5 window, 6 window holds,
+#       7 running, 8 ledger, 9 tenant leases
+# ARGV: 1-3 guard, 4 reservation id, 5 cost, 6 counted tokens, 7 now, 8 sent,
+#       9 retry, 10 fallback, 11 partial, 12 has workflow, 13 has window,
+#       14 running member, 15 workflow ttl s, 16 ledger max length, 17 tombstone ttl s,
+#       18 cap_micros ('' = none), 19 cap_tokens ('' = none), 20 re-created window
+#       ttl s, 21 ledger entry count n, then n field/value pairs, then kind/count pairs
 SETTLE = (
-    _PRELUDE
+    PRELUDE
     + """
-local wf, rid, now, cost = KEYS[2], ARGV[1], ARGV[4], ARGV[2]
-local has_wf, has_kb = ARGV[9] == '1', ARGV[10] == '1'
-local h = redis.call('HMGET', KEYS[1], 'amount', 'tokens', 'state')
-if not h[1] then
-  if has_wf then return {'none', hgetall(wf)} end
-  return {'none', {}}
+local g = guard()
+if g then return g end
+local hold, wf, rid, now, cost = KEYS[2], KEYS[3], ARGV[4], ARGV[7], ARGV[5]
+local has_wf, has_kb = ARGV[12] == '1', ARGV[13] == '1'
+local function state()
+  if has_wf then return hgetall(wf) end
+  return {}
 end
-local a, t, held = h[1], h[2], h[3] == 'held'
-if has_wf then redis.call('ZREM', KEYS[3], rid) end
-if has_wf and redis.call('EXISTS', wf) == 1 then
+local h = redis.call('HMGET', hold, 'amount', 'tokens', 'state')
+if h[3] == 'settled' then return {'none', state()} end
+local outcome, a, t, held = 'ok', h[1], h[2], h[3] == 'held'
+
+if not h[3] then
+  -- an orphan: the store lost the hold; charge anyway, re-create what is gone
+  outcome = 'orphan'
+  if has_wf and redis.call('EXISTS', wf) == 0 then
+    redis.call('HSET', wf, 'started_at', now, 'status', 'running')
+    if ARGV[18] ~= '' then redis.call('HSET', wf, 'cap_micros', ARGV[18]) end
+    if ARGV[19] ~= '' then redis.call('HSET', wf, 'cap_tokens', ARGV[19]) end
+  end
+  if has_kb and redis.call('EXISTS', KEYS[5]) == 0 then
+    redis.call('HSET', KEYS[5], 'spent_micros', 0, 'reserved_micros', 0)
+    redis.call('EXPIRE', KEYS[5], ARGV[20])
+  end
+elseif has_wf and redis.call('EXISTS', wf) == 1 then
   if held then
     redis.call('HINCRBY', wf, 'reserved_micros', neg(a))
     redis.call('HINCRBY', wf, 'tokens_reserved', neg(t))
@@ -172,98 +231,44 @@ if has_wf and redis.call('EXISTS', wf) == 1 then
     redis.call('HINCRBY', wf, 'tokens_spent', neg(t))
     redis.call('HINCRBY', wf, 'expired_micros', neg(a))
   end
+end
+if outcome == 'ok' and has_kb and redis.call('EXISTS', KEYS[5]) == 1 then
+  if held then
+    redis.call('HINCRBY', KEYS[5], 'reserved_micros', neg(a))
+  else
+    redis.call('HINCRBY', KEYS[5], 'spent_micros', neg(a))
+  end
+end
+
+if has_wf and redis.call('EXISTS', wf) == 1 then
   redis.call('HINCRBY', wf, 'spent_micros', cost)
-  redis.call('HINCRBY', wf, 'tokens_spent', ARGV[3])
-  redis.call('HINCRBY', wf, 'calls', ARGV[5])
-  redis.call('HINCRBY', wf, 'retries', ARGV[6])
-  redis.call('HINCRBY', wf, 'fallbacks', ARGV[7])
-  redis.call('HINCRBY', wf, 'partial_streams', ARGV[8])
-  local first_kind = 15 + 2 * tonumber(ARGV[14])
-  for i = first_kind, #ARGV, 2 do
+  redis.call('HINCRBY', wf, 'tokens_spent', ARGV[6])
+  redis.call('HINCRBY', wf, 'calls', ARGV[8])
+  redis.call('HINCRBY', wf, 'retries', ARGV[9])
+  redis.call('HINCRBY', wf, 'fallbacks', ARGV[10])
+  redis.call('HINCRBY', wf, 'partial_streams', ARGV[11])
+  for i = 22 + 2 * tonumber(ARGV[21]), #ARGV, 2 do
     redis.call('HINCRBY', wf, 'tk:' .. ARGV[i], ARGV[i + 1])
   end
   redis.call('HSET', wf, 'last_seen_at', now)
   if redis.call('HGET', wf, 'status') == 'running' then
-    redis.call('ZADD', KEYS[6], now, ARGV[11])
+    redis.call('ZADD', KEYS[7], now, ARGV[14])
   end
-  redis.call('EXPIRE', wf, ARGV[12])
+  redis.call('EXPIRE', wf, ARGV[15])
 end
-if has_kb then
-  redis.call('ZREM', KEYS[5], rid)
-  if redis.call('EXISTS', KEYS[4]) == 1 then
-    if held then
-      redis.call('HINCRBY', KEYS[4], 'reserved_micros', neg(a))
-    else
-      redis.call('HINCRBY', KEYS[4], 'spent_micros', neg(a))
-    end
-    redis.call('HINCRBY', KEYS[4], 'spent_micros', cost)
-  end
+if has_kb and redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('HINCRBY', KEYS[5], 'spent_micros', cost)
 end
-redis.call('DEL', KEYS[1])
+if has_wf then redis.call('ZREM', KEYS[4], rid) end
+if has_kb then redis.call('ZREM', KEYS[6], rid) end
+redis.call('ZREM', KEYS[9], rid)
+
+redis.call('DEL', hold)
+redis.call('HSET', hold, 'state', 'settled')
+redis.call('EXPIRE', hold, ARGV[17])
 local entry = {}
-for i = 15, 14 + 2 * tonumber(ARGV[14]) do entry[#entry + 1] = ARGV[i] end
-redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[13], '*', unpack(entry))
-if has_wf then return {'ok', hgetall(wf)} end
-return {'ok', {}}
+for i = 22, 21 + 2 * tonumber(ARGV[21]) do entry[#entry + 1] = ARGV[i] end
+redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[16], '*', unpack(entry))
+return {outcome, state()}
 """
 )
-
-# KEYS: 1 workflow, 2 running. ARGV: 1 now, 2 running member, 3 workflow ttl s
-COMPLETE = """
-local wf = KEYS[1]
-if redis.call('EXISTS', wf) == 0 then return {} end
-if redis.call('HGET', wf, 'status') ~= 'completed' then
-  redis.call('HSET', wf, 'status', 'completed', 'completed_at', ARGV[1])
-end
-redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('EXPIRE', wf, ARGV[3])
-return redis.call('HGETALL', wf)
-"""
-
-# KEYS: 1 workflow. ARGV: 1 cap_micros ('' = none), 2 cap_tokens ('' = none)
-SET_CAP = """
-local wf = KEYS[1]
-if redis.call('EXISTS', wf) == 0 then return {} end
-local fields = {'cap_micros', 'cap_tokens'}
-for i = 1, 2 do
-  if ARGV[i] == '' then
-    redis.call('HDEL', wf, fields[i])
-  else
-    redis.call('HSET', wf, fields[i], ARGV[i])
-  end
-end
-return redis.call('HGETALL', wf)
-"""
-
-# KEYS: 1 record. ARGV: 1 fingerprint, 2 new token, 3 now, 4 lease_until, 5 lease ms
-IDEM_CLAIM = """
-local r = redis.call('HMGET', KEYS[1], 'fingerprint', 'state', 'lease_until', 'record',
-  'expires_at')
-if r[1] and tonumber(r[5]) > tonumber(ARGV[3]) then
-  if r[1] ~= ARGV[1] then return {'conflict'} end
-  if r[2] == 'completed' then return {'replay', r[4]} end
-  return {'in_flight', r[3]}
-end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'state', 'pending', 'token', ARGV[2],
-  'lease_until', ARGV[4], 'expires_at', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return {'claimed'}
-"""
-
-# KEYS: 1 record. ARGV: 1 token, 2 record, 3 expires_at, 4 ttl ms
-IDEM_COMPLETE = """
-local r = redis.call('HMGET', KEYS[1], 'state', 'token')
-if r[1] ~= 'pending' or r[2] ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'completed', 'record', ARGV[2], 'expires_at', ARGV[3])
-redis.call('HDEL', KEYS[1], 'lease_until')
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return 1
-"""
-
-# KEYS: 1 record. ARGV: 1 token
-IDEM_RELEASE = """
-local r = redis.call('HMGET', KEYS[1], 'state', 'token')
-if r[1] == 'pending' and r[2] == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 0
-"""

@@ -3,9 +3,21 @@
 One dedicated worker thread owns the one connection; every operation runs there so
 the event loop never blocks. Writes are atomic and isolated, each in its own savepoint
 of a ``BEGIN IMMEDIATE`` transaction that commits the writes queued together (group
-commit, ``sqlite_batch``; WAL mode, ``synchronous=NORMAL``). Spend, holds,
-workflows, idempotency records and an append-only ``spend_log`` ledger survive a
-restart.
+commit, ``sqlite_batch``). Reads that first expire holds whose lease ran out
+(``get_workflow``, ``list_stalled``) are writes too and go the same way.
+
+What it keeps: spend, holds (and settled holds as tombstones, until ``sweep``),
+workflows, key windows, idempotency records and an append-only ``spend_log`` ledger
+(with each charge's rule). With WAL and ``synchronous=NORMAL`` a committed write
+survives a crash of the process; an OS crash or power loss can lose the last
+transactions before the WAL was synced, never corrupt the file. The store does not
+forget otherwise, so it has no epoch: ``check`` only proves the file answers,
+``reset_info`` is always None and ``accept_reset`` has nothing to accept.
+
+Timeouts are honest (``op_timeout_s``, see ``sqlite_batch``): a write the caller gave
+up on is skipped by the writer thread, never applied late; a read gets the same
+bound. A full disk, a read-only file or a wedged writer raises StoreUnavailable, and
+``ping`` exercises exactly that path (a write to ``meta`` and its read back).
 """
 
 from __future__ import annotations
@@ -13,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from accounting.errors import BudgetExceeded, StoreUnavailable
+from accounting.store import sqlite_admin as admin
 from accounting.store import sqlite_ops as ops
 from accounting.store.base import (
     Charge,
@@ -26,16 +40,18 @@ from accounting.store.base import (
     Reservation,
     Reserved,
     ReserveRequest,
+    Settled,
     WorkflowState,
 )
 from accounting.store.common import (
     DEFAULT_WORKFLOW_TTL_S,
     IdSource,
-    new_token,
     period_start,
     validate_request,
 )
 from accounting.store.sqlite_batch import WriteBatcher
+from accounting.store.sqlite_schema import connect
+from accounting.store.sqlite_settle import settle
 
 T = TypeVar("T")
 
@@ -43,9 +59,16 @@ T = TypeVar("T")
 class SqliteStore:
     """See ``accounting.store.base.Store`` for the contract."""
 
-    def __init__(self, path: str, *, workflow_ttl_s: int = DEFAULT_WORKFLOW_TTL_S) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        workflow_ttl_s: int = DEFAULT_WORKFLOW_TTL_S,
+        op_timeout_s: float = 5.0,
+    ) -> None:
         self.path = path
         self.workflow_ttl_s = workflow_ttl_s
+        self.op_timeout_s = op_timeout_s
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._writes: WriteBatcher | None = None
@@ -57,8 +80,9 @@ class SqliteStore:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spendgate-sqlite")
         try:
-            self._conn = await self._submit(ops.connect, self.path)
-            self._writes = WriteBatcher(self._executor, self._conn)
+            # No timeout here: a migration may take its time, and nothing waits on it.
+            self._conn = await self._unavailable_on_error(self._run(connect, self.path))
+            self._writes = WriteBatcher(self._executor, self._conn, self.op_timeout_s)
         except BaseException:
             self._executor.shutdown(wait=False)
             self._executor = None
@@ -73,22 +97,28 @@ class SqliteStore:
             await asyncio.get_running_loop().run_in_executor(executor, conn.close)
         executor.shutdown(wait=False)
 
-    async def _submit(self, fn: Callable[..., T], *args: Any) -> T:
+    def _run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         if self._executor is None:
             raise StoreUnavailable("the sqlite store is not open")
         loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    async def _unavailable_on_error(self, pending: asyncio.Future[T]) -> T:
         try:
-            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
-        except sqlite3.OperationalError as exc:
+            return await pending
+        except sqlite3.OperationalError as exc:  # locked, full, read-only, I/O error
             raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
 
-    def _connection(self) -> sqlite3.Connection:
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         if self._conn is None:
             raise StoreUnavailable("the sqlite store is not open")
-        return self._conn
-
-    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._submit(fn, self._connection(), *args)
+        try:
+            async with asyncio.timeout(self.op_timeout_s):
+                return await self._unavailable_on_error(self._run(fn, self._conn, *args))
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"sqlite store {self.path}: no answer within {self.op_timeout_s:g} s"
+            ) from None
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         """One atomic write, committed with whatever else is queued (group commit)."""
@@ -96,12 +126,22 @@ class SqliteStore:
             raise StoreUnavailable("the sqlite store is not open")
         try:
             result: T = await self._writes.run(fn, *args)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.OperationalError as exc:  # locked, full, read-only, I/O error
             raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
         return result
 
     async def ping(self) -> None:
+        if not await self._write(admin.ping, repr(time.time())):
+            raise StoreUnavailable(f"sqlite store {self.path}: a write did not read back")
+
+    async def check(self, now: float) -> None:
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    def reset_info(self) -> dict[str, object] | None:
+        return None  # a SQLite file does not forget: there is no reset to detect
+
+    async def accept_reset(self, now: float) -> None:
+        return None  # nothing to accept, see ``reset_info``
 
     # -- budgets ----------------------------------------------------------------
     async def reserve(self, req: ReserveRequest) -> Reserved:
@@ -111,141 +151,44 @@ class SqliteStore:
             raise outcome
         return outcome
 
-    async def settle(self, res: Reservation, charge: Charge, now: float) -> WorkflowState | None:
-        return await self._write(ops.settle, res, charge, now)
+    async def settle(self, res: Reservation, charge: Charge, now: float) -> Settled:
+        return await self._write(settle, res, charge, now)
 
     async def get_workflow(self, key: str, workflow_id: str, now: float) -> WorkflowState | None:
-        return await self._read(ops.get_state, key, workflow_id)
+        return await self._write(admin.status, key, workflow_id, now)
 
     async def complete_workflow(
         self, key: str, workflow_id: str, now: float
     ) -> WorkflowState | None:
-        return await self._write(_complete, key, workflow_id, now)
+        return await self._write(admin.complete, key, workflow_id, now)
 
     async def set_workflow_cap(
         self, key: str, workflow_id: str, cap_micros: int | None, cap_tokens: int | None, now: float
     ) -> WorkflowState | None:
-        return await self._write(_set_cap, key, workflow_id, cap_micros, cap_tokens)
+        return await self._write(admin.set_cap, key, workflow_id, cap_micros, cap_tokens)
 
     async def list_stalled(self, idle_before: float, limit: int = 100) -> list[WorkflowState]:
-        return await self._read(ops.select_stalled, idle_before, limit)
+        return await self._write(admin.stalled, idle_before, limit)
 
     async def count_stalled(self, idle_before: float) -> int:
-        return await self._read(_count_stalled, idle_before)
+        return await self._read(admin.count_stalled, idle_before)
 
     async def key_spend(self, key: str, period_s: int, now: float) -> KeySpend:
-        return await self._read(_key_spend, key, period_start(now, period_s))
+        return await self._read(admin.key_spend, key, period_start(now, period_s))
 
     # -- idempotency ------------------------------------------------------------
     async def idem_claim(
-        self, scope: str, fingerprint: str, lease_s: float, now: float
+        self, key: str, scope: str, fingerprint: str, lease_s: float, now: float
     ) -> IdemClaim:
-        return await self._write(_idem_claim, scope, fingerprint, lease_s, now)
+        return await self._write(admin.idem_claim, key, scope, fingerprint, lease_s, now)
 
     async def idem_complete(
-        self, scope: str, token: str, record: bytes, ttl_s: float, now: float
+        self, key: str, scope: str, token: str, record: bytes, ttl_s: float, now: float
     ) -> bool:
-        return await self._write(_idem_complete, scope, token, record, now + ttl_s)
+        return await self._write(admin.idem_complete, key, scope, token, record, now + ttl_s)
 
-    async def idem_release(self, scope: str, token: str) -> None:
-        await self._write(_idem_release, scope, token)
+    async def idem_release(self, key: str, scope: str, token: str) -> None:
+        await self._write(admin.idem_release, key, scope, token)
 
     async def sweep(self, now: float) -> int:
-        return await self._write(_sweep, now, now - self.workflow_ttl_s)
-
-
-def _complete(conn: sqlite3.Connection, key: str, wid: str, now: float) -> WorkflowState | None:
-    wf = ops.load_wf(conn, key, wid)
-    if wf is None:
-        return None
-    if wf["status"] != "completed":
-        wf["status"], wf["completed_at"] = "completed", now
-        ops.save_wf(conn, wf)
-    return ops.to_state(wf)
-
-
-def _set_cap(
-    conn: sqlite3.Connection, key: str, wid: str, cap_micros: int | None, cap_tokens: int | None
-) -> WorkflowState | None:
-    wf = ops.load_wf(conn, key, wid)
-    if wf is None:
-        return None
-    wf["cap_micros"], wf["cap_tokens"] = cap_micros, cap_tokens
-    ops.save_wf(conn, wf)
-    return ops.to_state(wf)
-
-
-def _count_stalled(conn: sqlite3.Connection, idle_before: float) -> int:
-    row = conn.execute(
-        "SELECT COUNT(*) FROM workflows WHERE status = 'running' AND last_seen_at < ?",
-        (idle_before,),
-    ).fetchone()
-    return int(row[0])
-
-
-def _key_spend(conn: sqlite3.Connection, key: str, pstart: int) -> KeySpend:
-    row = conn.execute(
-        "SELECT spent_micros, reserved_micros FROM key_periods WHERE key = ? AND period_start = ?",
-        (key, pstart),
-    ).fetchone()
-    if row is None:
-        return KeySpend(key, pstart, 0, 0)
-    return KeySpend(key, pstart, int(row[0]), int(row[1]))
-
-
-def _idem_claim(
-    conn: sqlite3.Connection, scope: str, fingerprint: str, lease_s: float, now: float
-) -> IdemClaim:
-    row = conn.execute(
-        "SELECT fingerprint, state, lease_until, record, expires_at FROM idempotency "
-        "WHERE scope = ? AND expires_at > ?",
-        (scope, now),
-    ).fetchone()
-    if row is not None:  # a completed record, or a pending one whose lease is live
-        if row["fingerprint"] != fingerprint:
-            return IdemClaim("conflict")
-        if row["state"] == "completed":
-            return IdemClaim("replay", record=bytes(row["record"]))
-        return IdemClaim("in_flight", lease_until=float(row["lease_until"]))
-    token, lease_until = new_token(), now + lease_s
-    conn.execute(
-        "INSERT OR REPLACE INTO idempotency (scope, fingerprint, state, token, lease_until, "
-        "record, expires_at) VALUES (?, ?, 'pending', ?, ?, NULL, ?)",
-        (scope, fingerprint, token, lease_until, lease_until),
-    )
-    return IdemClaim("claimed", token=token)
-
-
-def _idem_complete(
-    conn: sqlite3.Connection, scope: str, token: str, record: bytes, expires_at: float
-) -> bool:
-    cur = conn.execute(
-        "UPDATE idempotency SET state = 'completed', record = ?, lease_until = NULL, "
-        "expires_at = ? WHERE scope = ? AND token = ? AND state = 'pending'",
-        (record, expires_at, scope, token),
-    )
-    return cur.rowcount == 1
-
-
-def _idem_release(conn: sqlite3.Connection, scope: str, token: str) -> None:
-    conn.execute(
-        "DELETE FROM idempotency WHERE scope = ? AND token = ? AND state = 'pending'",
-        (scope, token),
-    )
-
-
-def _sweep(conn: sqlite3.Connection, now: float, cutoff: float) -> int:
-    """Expired idempotency records, then state idle since before ``cutoff``: holds
-    (still-held ones are first counted as spent), workflows and key windows."""
-    removed = conn.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,)).rowcount
-    stale = conn.execute(
-        "SELECT * FROM holds WHERE state = 'held' AND expires_at < ?", (cutoff,)
-    ).fetchall()
-    ops.expire_holds(conn, stale)
-    removed += conn.execute("DELETE FROM holds WHERE expires_at < ?", (cutoff,)).rowcount
-    removed += conn.execute(
-        "DELETE FROM workflows WHERE MAX(last_seen_at, COALESCE(completed_at, 0)) < ?",
-        (cutoff,),
-    ).rowcount
-    removed += conn.execute("DELETE FROM key_periods WHERE period_end < ?", (cutoff,)).rowcount
-    return removed
+        return await self._write(admin.sweep, now, now - self.workflow_ttl_s)

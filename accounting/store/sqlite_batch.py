@@ -5,39 +5,81 @@ Each operation stays atomic and isolated (a failing one is rolled back to its
 savepoint, the others are kept), but a burst of N writes pays for one ``BEGIN``/
 ``COMMIT`` and one hand-off between threads instead of N. Under no load a batch is a
 single operation, exactly as before.
+
+Timeouts are honest. The caller waits ``timeout_s`` at most and then raises
+StoreUnavailable; an operation may only *start* within the first half of that time
+(its deadline, checked by the writer thread against the monotonic clock just before
+it runs). One the caller gave up on (timed out or cancelled) is skipped, never run
+late. The other half is left for the batch it started in to commit, so a caller that
+timed out was not told "failed" about a write that then lands; only a commit that
+itself stalls for more than half the timeout (a disk that stops mid-write) can still
+land after its caller gave up.
+
+A batch that fails as a whole (``BEGIN``/``COMMIT`` refused, the disk full, SQLite
+rolling the transaction back by itself) is rolled back and every operation in it gets
+the error, so the connection is always left outside a transaction and usable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
-Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+from accounting.errors import StoreUnavailable
+
+# An operation must start within this share of the caller's timeout.
+START_WITHIN = 0.5
+
+
+@dataclass(slots=True)
+class Op:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: asyncio.Future[Any]
+    deadline: float  # time.monotonic() after which the writer skips it
+    abandoned: bool = False  # the caller stopped waiting (a plain flag: one writer, GIL)
+
+
 Outcome = tuple["asyncio.Future[Any]", bool, Any]
 
 
 class WriteBatcher:
-    def __init__(self, executor: Executor, conn: sqlite3.Connection) -> None:
+    def __init__(self, executor: Executor, conn: sqlite3.Connection, timeout_s: float) -> None:
         self._executor = executor
         self._conn = conn
+        self._timeout_s = timeout_s
         self._pending: deque[Op] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        op = Op(fn, args, loop.create_future(), time.monotonic() + self._timeout_s * START_WITHIN)
         with self._lock:
-            self._pending.append((fn, args, future))
+            self._pending.append(op)
             schedule, self._scheduled = not self._scheduled, True
         if schedule:
             self._executor.submit(self._drain, loop)
-        return await future
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await op.future
+        except TimeoutError:
+            op.abandoned = True
+            raise StoreUnavailable(
+                f"the sqlite store did not answer within {self._timeout_s:g} s (writer busy or "
+                "the disk stalled); the operation was not applied"
+            ) from None
+        except asyncio.CancelledError:
+            op.abandoned = True
+            raise
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the store's thread: run batches until nothing is queued."""
@@ -54,38 +96,42 @@ class WriteBatcher:
 def write_batch(conn: sqlite3.Connection, batch: list[Op]) -> list[Outcome]:
     try:
         conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        return [(future, False, exc) for _, _, future in batch]
-    outcomes = [_one(conn, fn, args, future) for fn, args, future in batch]
-    try:
+        outcomes = [_one(conn, op) for op in batch]
         conn.execute("COMMIT")
-    except sqlite3.OperationalError as exc:
-        conn.rollback()
-        return [(future, False, exc) for _, _, future in batch]
+    except Exception as exc:  # noqa: BLE001 - not swallowed: every caller of the batch raises it
+        rollback(conn)
+        return [(op.future, False, exc) for op in batch]
     return outcomes
 
 
-def _one(
-    conn: sqlite3.Connection,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    future: asyncio.Future[Any],
-) -> Outcome:
+def rollback(conn: sqlite3.Connection) -> None:
+    """Leave the connection outside any transaction, whatever failed."""
+    if conn.in_transaction:
+        # SQLite may already have rolled back by itself (SQLITE_FULL, IOERR): a
+        # ROLLBACK then fails harmlessly, and there is nothing left to undo.
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _one(conn: sqlite3.Connection, op: Op) -> Outcome:
+    if op.abandoned or time.monotonic() > op.deadline:
+        return op.future, False, StoreUnavailable("the caller gave up before the write ran")
     conn.execute("SAVEPOINT op")
     try:
-        value = fn(conn, *args)
-    except (sqlite3.Error, ValueError, KeyError, TypeError) as exc:
-        # handed to the awaiting caller, which raises it: nothing is swallowed
+        value = op.fn(conn, *op.args)
+    except Exception as exc:  # not swallowed: handed to the caller, which raises it
+        if not conn.in_transaction:
+            raise  # SQLite rolled the whole batch back: every operation in it failed
         conn.execute("ROLLBACK TO op")
         conn.execute("RELEASE op")
-        return future, False, exc
+        return op.future, False, exc
     conn.execute("RELEASE op")
-    return future, True, value
+    return op.future, True, value
 
 
 def _deliver(outcomes: list[Outcome]) -> None:
     for future, ok, value in outcomes:
-        if future.cancelled():
+        if future.done():  # its caller timed out or was cancelled
             continue
         if ok:
             future.set_result(value)

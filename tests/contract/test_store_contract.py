@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from accounting.errors import BudgetExceeded
-from accounting.store.base import Reserved, Store
+from accounting.store.base import Reserved, Settled, Store
 from tests.contract.conftest import StoreFactory
 from tests.contract.helpers import HOUR, NOW, budget, charge, rq
 
@@ -55,7 +55,7 @@ async def test_reserve_and_settle_exact_arithmetic(store: Store) -> None:
     assert got.reservation.expires_at == NOW + 60.0
     tokens = {"input": 1_000, "cached_input": 300, "output": 200, "partial_output": 5}
     cost = charge(98_765_432_109, tokens=tokens, model="m", request_id="r1", partial=True)
-    after = await store.settle(got.reservation, cost, NOW + 5)
+    after = (await store.settle(got.reservation, cost, NOW + 5)).workflow
     assert after is not None
     assert after.spent_micros == 98_765_432_109 and after.reserved_micros == 0
     assert after.tokens_spent == 1_205 and after.tokens_reserved == 0
@@ -66,7 +66,7 @@ async def test_reserve_and_settle_exact_arithmetic(store: Store) -> None:
 
     second = await store.reserve(rq(1, now=NOW + 6))
     flags = charge(3, tokens={"input": 1}, sent=False, is_retry=True, is_fallback=True)
-    final = await store.settle(second.reservation, flags, NOW + 7)
+    final = (await store.settle(second.reservation, flags, NOW + 7)).workflow
     assert final is not None
     assert final.spent_micros == 98_765_432_112 and final.tokens_spent == 1_206
     assert (final.calls, final.retries, final.fallbacks, final.partial_streams) == (1, 1, 1, 1)
@@ -115,7 +115,7 @@ async def test_key_budget_windows(store: Store) -> None:
     # the refused workflow was still created, with nothing held
     created = await store.get_workflow("team-a", "wf-x", start + 20)
     assert created is not None and created.reserved_micros == 0
-    assert await store.settle(first.reservation, charge(550), start + 30) is None
+    assert await store.settle(first.reservation, charge(550), start + 30) == Settled(None)
     spend = await store.key_spend("team-a", HOUR, start + 40)
     assert (spend.period_start, spend.spent_micros, spend.reserved_micros) == (start, 550, 0)
     await store.reserve(rq(450, now=start + 50, key_budget=kb))
@@ -135,9 +135,11 @@ async def test_key_budget_windows(store: Store) -> None:
 
 async def test_settle_is_idempotent(store: Store) -> None:
     got = await store.reserve(rq(500, cap_micros=1_000, key_budget=budget(5_000)))
-    once = await store.settle(got.reservation, charge(300, tokens={"output": 7}), NOW + 1)
-    twice = await store.settle(got.reservation, charge(300, tokens={"output": 7}), NOW + 2)
-    assert once is not None and once == twice
+    first = await store.settle(got.reservation, charge(300, tokens={"output": 7}), NOW + 1)
+    again = await store.settle(got.reservation, charge(300, tokens={"output": 7}), NOW + 2)
+    assert first == again and not again.orphan  # the tombstone: not mistaken for an orphan
+    once = first.workflow
+    assert once is not None
     assert once.spent_micros == 300 and once.calls == 1 and once.tokens_spent == 7
     spend = await store.key_spend("team-a", HOUR, NOW)
     assert (spend.spent_micros, spend.reserved_micros) == (300, 0)
@@ -146,8 +148,8 @@ async def test_settle_is_idempotent(store: Store) -> None:
 async def test_no_workflow_no_budget_still_reserves(store: Store) -> None:
     got = await store.reserve(rq(10**9, workflow_id=None))
     assert got.workflow is None and got.reservation.period_start is None
-    assert await store.settle(got.reservation, charge(5), NOW + 1) is None
-    assert await store.settle(got.reservation, charge(5), NOW + 2) is None
+    assert await store.settle(got.reservation, charge(5), NOW + 1) == Settled(None)
+    assert await store.settle(got.reservation, charge(5), NOW + 2) == Settled(None)
 
 
 async def test_expired_holds_count_as_spent_and_late_settle_corrects(store: Store) -> None:
@@ -162,14 +164,16 @@ async def test_expired_holds_count_as_spent_and_late_settle_corrects(store: Stor
     spend = await store.key_spend("team-a", HOUR, NOW + 20)
     assert (spend.spent_micros, spend.reserved_micros) == (400, 100)
 
-    late = await store.settle(dead.reservation, charge(250, tokens={"input": 30}), NOW + 30)
+    late = (
+        await store.settle(dead.reservation, charge(250, tokens={"input": 30}), NOW + 30)
+    ).workflow
     assert late is not None
     assert (late.spent_micros, late.reserved_micros) == (250, 100)
     assert (late.tokens_spent, late.tokens_reserved) == (30, 5)
     assert (late.expired_holds, late.expired_micros) == (1, 0)
     spend = await store.key_spend("team-a", HOUR, NOW + 30)
     assert (spend.spent_micros, spend.reserved_micros) == (250, 100)
-    assert await store.settle(dead.reservation, charge(250), NOW + 31) == late
+    assert (await store.settle(dead.reservation, charge(250), NOW + 31)).workflow == late
 
 
 async def test_a_key_window_sweep_counts_other_workflows_holds(store: Store) -> None:

@@ -39,7 +39,11 @@ async def test_complete_workflow(store: Store) -> None:
     assert done is not None
     assert (done.status, done.completed_at) == ("completed", NOW + 50)
     again = await store.complete_workflow("team-a", "old", NOW + 60)
-    assert again == done  # idempotent: the first completion time stays
+    assert again is not None  # idempotent: the first completion time stays
+    assert (again.status, again.completed_at) == ("completed", NOW + 50)
+    # completing swept first: the hold's lease (NOW + 60) had run out, counted as spent
+    assert (done.reserved_micros, done.expired_holds) == (1, 0)
+    assert (again.reserved_micros, again.spent_micros, again.expired_holds) == (0, 1, 1)
     assert [s.workflow_id for s in await store.list_stalled(NOW + 100)] == ["mid", "new"]
     assert await store.count_stalled(NOW + 100) == 2
     assert await store.complete_workflow("team-a", "missing", NOW) is None
@@ -52,7 +56,7 @@ async def test_a_completed_workflow_still_reserves_and_stays_completed(store: St
     assert got.workflow is not None
     assert got.workflow.status == "completed" and got.workflow.completed_at == NOW + 1
     assert got.workflow.last_seen_at == NOW + 2 and got.workflow.reserved_micros == 200
-    settled = await store.settle(first.reservation, charge(100), NOW + 3)
+    settled = (await store.settle(first.reservation, charge(100), NOW + 3)).workflow
     assert settled is not None and settled.status == "completed"
     assert await store.list_stalled(NOW + 100) == []
     with pytest.raises(BudgetExceeded):
@@ -85,14 +89,14 @@ async def test_step_is_recorded(store: Store) -> None:
 
 async def test_sweep_keeps_live_state(store: Store) -> None:
     got = await store.reserve(rq(100))
-    claim = await store.idem_claim("team-a:idem-1", "fp", 30.0, NOW)
+    claim = await store.idem_claim("team-a", "idem-1", "fp", 30.0, NOW)
     assert claim.token is not None
-    assert await store.idem_complete("team-a:idem-1", claim.token, b"answer", 3600.0, NOW)
+    assert await store.idem_complete("team-a", "idem-1", claim.token, b"answer", 3600.0, NOW)
     removed = await store.sweep(NOW + 10)
     assert isinstance(removed, int) and removed >= 0
     state = await store.get_workflow("team-a", "wf-1", NOW + 10)
     assert state is not None and state.reserved_micros == 100
-    replay = await store.idem_claim("team-a:idem-1", "fp", 30.0, NOW + 10)
+    replay = await store.idem_claim("team-a", "idem-1", "fp", 30.0, NOW + 10)
     assert (replay.outcome, replay.record) == ("replay", b"answer")
-    after = await store.settle(got.reservation, charge(80), NOW + 11)
+    after = (await store.settle(got.reservation, charge(80), NOW + 11)).workflow
     assert after is not None and after.spent_micros == 80

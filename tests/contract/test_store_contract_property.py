@@ -138,6 +138,7 @@ async def _play(store: Store, model: _Model, ops: list[Op]) -> None:
         now = NOW
         for op in ops:
             now = await _step(store, model, op, now)
+            model.sweep(now)  # reading a workflow first expires its holds that ran out
             state = await store.get_workflow("team-a", "wf-1", now)
             if state is not None:
                 model.check(state)

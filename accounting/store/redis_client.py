@@ -1,0 +1,142 @@
+"""The connection side of ``RedisStore``: the pool, the registered scripts, the
+translation of redis-py's errors into StoreUnavailable (once, here), and the runner
+of tenant scripts with their fence and epoch guard (``redis_scripts``,
+``redis_epoch``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from accounting.errors import StoreUnavailable
+from accounting.store import redis_scripts as lua
+from accounting.store import redis_scripts_admin as lua_admin
+from accounting.store.redis_codec import f
+from accounting.store.redis_epoch import Epoch
+
+T = TypeVar("T")
+
+# Errors meaning "Redis cannot be used right now"; anything else is a bug and surfaces.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    rexc.ConnectionError,  # includes BusyLoadingError, MaxConnectionsError, auth failures
+    rexc.TimeoutError,
+    rexc.ReadOnlyError,
+    rexc.OutOfMemoryError,
+    rexc.MasterDownError,
+    OSError,
+)
+
+_SCRIPTS = {
+    "reserve": lua.RESERVE,
+    "settle": lua.SETTLE,
+    "status": lua_admin.STATUS,
+    "complete": lua_admin.COMPLETE,
+    "set_cap": lua_admin.SET_CAP,
+    "sweep_tenant": lua_admin.SWEEP_TENANT,
+    "idem_claim": lua_admin.IDEM_CLAIM,
+    "idem_complete": lua_admin.IDEM_COMPLETE,
+    "idem_release": lua_admin.IDEM_RELEASE,
+    "open": lua_admin.OPEN,
+    "check": lua_admin.CHECK,
+    "accept": lua_admin.ACCEPT,
+}
+
+
+def _stale_connection_checks() -> dict[str, Any]:
+    """Pool options so a pooled connection the server closed (a restart) is replaced
+    when it is checked out: redis-py skips that check while "maintenance
+    notifications" are on, which they are by default since 7.x."""
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:  # older redis-py: always checks
+        return {}
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
+
+class ScriptClient:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        *,
+        socket_timeout: float,
+        socket_connect_timeout: float,
+        max_connections: int,
+        pool_timeout: float,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.epoch = Epoch(prefix)
+        self._fence_s = socket_timeout * 0.5
+        self._pool_kwargs: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+            "max_connections": max_connections,
+            "timeout": pool_timeout,
+            "retry": Retry(NoBackoff(), 0),  # a retried script could run twice
+            **_stale_connection_checks(),
+        }
+        self._client: aioredis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        pool = aioredis.BlockingConnectionPool.from_url(self.url, **self._pool_kwargs)
+        client = aioredis.Redis(connection_pool=pool)
+        self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+        self._client = client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose(close_connection_pool=True)
+
+    def redis(self) -> aioredis.Redis:
+        if self._client is None:
+            raise StoreUnavailable("the redis store is not open")
+        return self._client
+
+    def base(self, tenant: str) -> str:
+        return f"{self.prefix}{{{tenant}}}"
+
+    async def do(self, pending: Awaitable[T]) -> T:
+        try:
+            return await pending
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"redis store unavailable: {exc}") from exc
+
+    async def script(self, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
+        self.redis()
+        return await self.do(self._scripts[name](keys=list(keys), args=list(args)))
+
+    async def tenant_script(
+        self, name: str, tenant: str, keys: Sequence[str], args: Sequence[Any], fenced: bool
+    ) -> list[Any]:
+        """Run a tenant script under the epoch guard; a ``lost`` answer is looked into
+        (``Epoch.on_lost``) and retried at most twice, ``stale`` raises."""
+        self.redis()
+        marker = f"{self.base(tenant)}:epoch"
+        flag: str | None = None
+        for _ in range(3):
+            used = await self.epoch.current(self.script)
+            flag = flag or self.epoch.flag(tenant)
+            # real time, not the injected clock: the fence bounds real waiting
+            fence = f(time.time() + self._fence_s) if fenced else ""
+            reply: list[Any] = await self.script(name, [marker, *keys], [used, flag, fence, *args])
+            if reply[0] == b"stale":
+                raise StoreUnavailable(
+                    "redis answered after the store had given up on the call (paused or "
+                    "overloaded); it was not applied"
+                )
+            if reply[0] != b"lost":
+                self.epoch.saw(tenant, used)
+                return reply
+            flag = await self.epoch.on_lost(self.script, tenant, used, flag)
+        raise StoreUnavailable(f"the epoch marker of gateway key {tenant} keeps changing")
