@@ -3,15 +3,24 @@
 ``Budgets`` is the one way the request path touches money state. A request with
 neither a workflow nor a key budget holds nothing in the store (there is nothing to
 enforce) and its spend goes to metrics and the access log only; everything else is
-reserved atomically in the store and settled in ``finally``.
+reserved atomically in the store and settled once.
+
+A settle that cannot reach the store is never dropped: it is kept and retried in the
+background (``run_retries``) until it lands, with a hook for every failure so the
+gateway can count and log it. Until it lands the hold stays in the store; if this
+process dies first, the hold's lease runs out and it is counted as spent at its
+reserved amount, the safe side for every cap.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from accounting.errors import StoreUnavailable
 from accounting.store.base import (
     Charge,
     KeyBudget,
@@ -20,6 +29,10 @@ from accounting.store.base import (
     Store,
     WorkflowState,
 )
+
+MAX_PENDING_SETTLES = 100_000
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +60,33 @@ class Hold:
     settled: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class SettleHooks:
+    """What the gateway wants to know about settles (metrics and logs)."""
+
+    deferred: Callable[[Reservation, Charge, StoreUnavailable, int], None] = lambda *_: None
+    landed_late: Callable[[Reservation, Charge, int], None] = lambda *_: None
+    dropped: Callable[[Reservation, Charge], None] = lambda *_: None
+    orphan: Callable[[Reservation, Charge], None] = lambda *_: None
+
+
 class Budgets:
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        hooks: SettleHooks | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.hooks = hooks or SettleHooks()
         self.reserved_micros = 0  # held by this process right now (a gauge)
+        self._pending: deque[tuple[Reservation, Charge, int]] = deque()
+        self._wake = asyncio.Event()
+
+    @property
+    def pending_settles(self) -> int:
+        return len(self._pending)
 
     async def reserve(self, scope: Scope, amount_micros: int, tokens: int, lease_s: float) -> Hold:
         """Hold ``amount_micros``/``tokens`` or raise BudgetExceeded; nothing is sent
@@ -76,12 +111,64 @@ class Budgets:
         return Hold(scope, amount_micros, reserved.reservation, reserved.workflow)
 
     async def settle(self, hold: Hold, charge: Charge) -> WorkflowState | None:
-        """Replace the hold by what was really spent (once)."""
+        """Replace the hold by what was really spent (once). A store failure does not
+        raise: the settle is kept for ``run_retries`` and None is returned."""
         if hold.settled:
             return hold.workflow
         hold.settled = True
         if hold.reservation is None:
             return None
         self.reserved_micros -= hold.amount_micros
-        hold.workflow = await self.store.settle(hold.reservation, charge, self.clock())
+        try:
+            hold.workflow = await self._settle(hold.reservation, charge)
+        except StoreUnavailable as exc:
+            self._defer(hold.reservation, charge, exc, 0)
+            return None
         return hold.workflow
+
+    async def _settle(self, res: Reservation, charge: Charge) -> WorkflowState | None:
+        settled = await self.store.settle(res, charge, self.clock())
+        if settled.orphan:
+            self.hooks.orphan(res, charge)
+        return settled.workflow
+
+    def _defer(self, res: Reservation, charge: Charge, exc: StoreUnavailable, tries: int) -> None:
+        self.hooks.deferred(res, charge, exc, tries)
+        if len(self._pending) >= MAX_PENDING_SETTLES:
+            # Memory stays bounded; the hold's lease will count it as spent in full.
+            old, old_charge, _ = self._pending.popleft()
+            self.hooks.dropped(old, old_charge)
+        self._pending.append((res, charge, tries + 1))
+        self._wake.set()
+
+    async def run_retries(self) -> None:
+        """Retry deferred settles until each lands (run as a background task)."""
+        wait = RETRY_FIRST_S
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+            await asyncio.sleep(wait)
+            wait = RETRY_FIRST_S if await self.retry_pending() else min(wait * 2, RETRY_MAX_S)
+
+    async def retry_pending(self) -> bool:
+        """One pass over the deferred settles; True when every one of them landed."""
+        for _ in range(len(self._pending)):
+            res, charge, tries = self._pending.popleft()
+            try:
+                await self._settle(res, charge)
+            except StoreUnavailable as exc:
+                self._pending.appendleft((res, charge, tries + 1))
+                self.hooks.deferred(res, charge, exc, tries)
+                return False
+            self.hooks.landed_late(res, charge, tries)
+        return True
+
+    async def flush(self, timeout_s: float) -> int:
+        """At shutdown: try the deferred settles once more; how many are left."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.retry_pending()
+        except TimeoutError:
+            pass
+        return len(self._pending)

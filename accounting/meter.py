@@ -1,9 +1,11 @@
-"""What an answer really consumed, even when it was cut off half-way.
+"""What an attempt really consumed, even when it was cut off half-way.
 
-The provider's own counts win. What it never reported is estimated with the
-tokenizer: the prompt from the request, the completion from the text and tool-call
-arguments that were actually received. An estimated completion is recorded as
-``partial_output`` so the ledger shows which part is an estimate.
+The provider's final counts win. What it never finally reported is estimated with the
+tokenizer: the prompt from the request (unless the provider already reported it), the
+completion from the text and tool-call arguments that actually arrived. A provisional
+count (Anthropic's ``message_start`` says ``output_tokens: 1``) is a floor, never the
+answer. An estimated completion is recorded as ``partial_output`` so the ledger shows
+which part is an estimate.
 """
 
 from __future__ import annotations
@@ -16,13 +18,26 @@ from accounting.usage import Usage
 
 
 def final_usage(
-    usage: Usage, received_text: str, model: str, prompt_estimate: Callable[[], int]
+    usage: Usage,
+    received_text: str,
+    model: str,
+    prompt_estimate: Callable[[], int],
+    *,
+    final: bool = True,
 ) -> tuple[Usage, bool]:
-    """(usage to charge, whether any of it is an estimate)."""
+    """(usage to charge, whether any of it is an estimate).
+
+    With ``final`` False the provider's output count is provisional: the completion
+    is counted from ``received_text`` and the larger of the two is charged.
+    """
     estimated = False
     if usage.input_tokens is None:
         usage = replace(usage, input_tokens=prompt_estimate())
         estimated = True
+    if not final and usage.output_tokens is not None:
+        floor = usage.output_tokens
+        produced = count_completion_text(received_text, model) if received_text else 0
+        return replace(usage, output_tokens=None, partial_output_tokens=max(floor, produced)), True
     if usage.output_tokens is None:
         produced = count_completion_text(received_text, model) if received_text else 0
         usage = replace(usage, partial_output_tokens=produced)

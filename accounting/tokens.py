@@ -30,6 +30,8 @@ __all__ = [
     "estimate_chat_prompt",
     "estimate_embedding_input",
     "prompt_upper_bound",
+    "tokenizer_is_exact",
+    "upper_bound_of_count",
     "warm",
 ]
 
@@ -80,6 +82,26 @@ def encoding_name_for(model: str) -> str:
     if name.startswith(_CL100K_PREFIXES):
         return CL100K
     return O200K  # newer OpenAI models and non-OpenAI models (approximation)
+
+
+# How far another tokenizer may count above o200k_base for the same text, for models
+# whose own tokenizer is not tiktoken's (Claude, and any model name tiktoken does not
+# know). An assumed bound, not a measurement of every text: near a cap the reservation
+# uses it, and a provider's own count always replaces it once reported.
+OTHER_TOKENIZER_FACTOR_PERCENT = 135
+
+
+def tokenizer_is_exact(model: str) -> bool:
+    """True when tiktoken's encoding is the model's own tokenizer (OpenAI models)."""
+    return _base_model_name(model).startswith(_O200K_PREFIXES + _CL100K_PREFIXES)
+
+
+def upper_bound_of_count(count: int, model: str) -> int:
+    """A count of the model's own tokens that tiktoken's ``count`` cannot undershoot:
+    the count itself for OpenAI models, else scaled by the documented factor."""
+    if tokenizer_is_exact(model):
+        return count
+    return -(-count * OTHER_TOKENIZER_FACTOR_PERCENT // 100)
 
 
 BUNDLED_ENCODINGS = Path(__file__).with_name("encodings")

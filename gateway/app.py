@@ -3,7 +3,6 @@ the HTTP pool and the store."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,11 +16,12 @@ from starlette.types import Receive, Scope, Send
 from accounting.budgets import Budgets
 from accounting.store import open_store
 from accounting.store.base import Store
-from gateway import admin, routes, workflows
+from gateway import admin, lifecycle, routes, workflows
 from gateway.auth import Authenticator
 from gateway.config import FileConfig, Secrets, load
 from gateway.providers.fasthttp import UpstreamPool
 from gateway.runtime import Runtime, build_models, build_providers, build_routes
+from gateway.store_guard import ObservedStore
 from gateway.telemetry import logging as log
 from gateway.telemetry import metrics
 from gateway.telemetry.tracing import Tracing, provider_from_env
@@ -39,14 +39,14 @@ def create_app(
     """The gateway for ``config``; ``clock`` drives breakers, ``wall`` leases and expiry."""
     pool = _upstream_pool(config)
     providers = build_providers(config, secrets, pool)
-    the_store = store or open_store(config.store)
+    the_store = ObservedStore(store or open_store(config.store))
     auth = Authenticator(secrets.gateway_keys, secrets.admin_key)
     rt = Runtime(
         config=config,
         models=build_models(config, providers),
         routes=build_routes(config, clock),
         auth=auth,
-        budgets=Budgets(the_store, wall),
+        budgets=Budgets(the_store, wall, lifecycle.settle_hooks()),
         store=the_store,
         labels=metrics.Labels(config.models, [k.name for k in config.auth.keys]),
         pool=pool,
@@ -56,39 +56,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with _running(rt):
+        async with lifecycle.running(rt):
             yield
 
     app = Starlette(routes=_routes(), lifespan=lifespan)
     app.state.runtime = rt
     return FastPath(app)
-
-
-@contextlib.asynccontextmanager
-async def _running(rt: Runtime) -> AsyncIterator[None]:
-    """Open the store and background work; on the way out, let settlements finish,
-    then close the pool, the store and the tracer."""
-    await rt.store.open()
-    if rt.auth.open:
-        log.event(
-            "open_gateway",
-            level=30,
-            message="no gateway keys configured (auth.keys): ANYONE who can reach "
-            "this port can spend through it",
-        )
-    log.event("started", models=sorted(rt.models), store=_store_kind(rt.config.store))
-    stalls = asyncio.create_task(workflows.watch_stalls(rt))
-    try:
-        yield
-    finally:
-        stalls.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stalls
-        if rt.settling:  # settlements of streams cut by the shutdown
-            await asyncio.wait(rt.settling, timeout=10)
-        await rt.pool.aclose()
-        await rt.store.close()
-        rt.tracing.shutdown()
 
 
 class FastPath:
@@ -134,10 +107,6 @@ def _routes() -> list[Route]:
 def _upstream_pool(config: FileConfig) -> UpstreamPool:
     connections = sum(p.max_connections for p in config.providers.values()) or 100
     return UpstreamPool(max_connections=connections)
-
-
-def _store_kind(url: str) -> str:
-    return url.split(":", 1)[0]
 
 
 def app_from_env() -> FastPath:

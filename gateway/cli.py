@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 import sys
@@ -96,7 +97,8 @@ def serve_gateway(args: argparse.Namespace) -> int:
         access_log=False,
         http="httptools",
         loop="uvloop",
-        timeout_graceful_shutdown=int(config.defaults.shutdown_grace_s) or None,
+        # whole seconds, rounded up: a fraction must not turn into 'no limit'
+        timeout_graceful_shutdown=math.ceil(config.defaults.shutdown_grace_s),
     )
     return 0
 

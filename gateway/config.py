@@ -114,12 +114,27 @@ class DefaultsConfig(_Strict):
     retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
     retry_budget_min: int = Field(default=3, ge=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    # An abandoned plain answer is read on this long to learn what the provider billed.
+    drain_timeout_s: float = Field(default=600.0, ge=0)
+    # A hold outlives its request's deadline by this much (plus the drain time for
+    # plain answers) before it is counted as spent: only a replica that died leaves it.
+    lease_margin_s: float = Field(default=60.0, gt=0)
+    # How often the store checks itself (a Redis that lost its data) and, after an
+    # accepted reset, resumes.
+    store_check_interval_s: float = Field(default=5.0, gt=0)
 
 
 class IdempotencyConfig(_Strict):
     ttl_s: float = Field(default=86400.0, gt=0)
     derive_from_workflow_step: bool = False
     max_record_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+
+
+class BudgetsConfig(_Strict):
+    # A stream the gateway closed while the upstream was still generating (the client
+    # left, a timeout, the shutdown) may have produced tokens that never reached us:
+    # they are charged as this allowance on top of what arrived.
+    cut_stream_allowance_tokens: int = Field(default=16, ge=0, le=100_000)
 
 
 class WorkflowsConfig(_Strict):
@@ -134,6 +149,7 @@ class FileConfig(_Strict):
     models: dict[str, ModelConfig]
     defaults: DefaultsConfig = DefaultsConfig()
     idempotency: IdempotencyConfig = IdempotencyConfig()
+    budgets: BudgetsConfig = BudgetsConfig()
     workflows: WorkflowsConfig = WorkflowsConfig()
 
 

@@ -10,7 +10,12 @@ from typing import Any
 from accounting.budgets import Hold, Scope
 from accounting.pricing import micros_to_usd
 from accounting.store.base import WorkflowState
-from accounting.tokens import estimate_chat_prompt, estimate_embedding_input, prompt_upper_bound
+from accounting.tokens import (
+    estimate_chat_prompt,
+    estimate_embedding_input,
+    prompt_upper_bound,
+    upper_bound_of_count,
+)
 from accounting.usage import Usage
 from gateway.auth import Principal
 from gateway.providers.base import Endpoint, UpstreamStream
@@ -45,6 +50,8 @@ class Ctx:
     span: Any = None  # the request's server span, when tracing is on
     retry_reason: str | None = None
     body_bytes: int = 0
+    attempts_open: list[Attempt] = field(default_factory=list)  # reserved, not settled
+    rules: list[str] = field(default_factory=list)  # the charging rule of each attempt
     _prompt: dict[str, int] = field(default_factory=dict)
 
     def prompt_bound(self) -> int:
@@ -60,6 +67,13 @@ class Ctx:
                 cached = estimate_chat_prompt(self.body, m.upstream_model)
             self._prompt[m.upstream_model] = cached
         return cached
+
+    def prompt_upper(self, m: ModelRuntime) -> int:
+        """Prompt tokens the model's own tokenizer cannot exceed: the tokenizer's count
+        (scaled for models tiktoken does not know), never above the byte bound."""
+        return min(
+            upper_bound_of_count(self.prompt_tokens(m), m.upstream_model), self.prompt_bound()
+        )
 
     def max_output(self, m: ModelRuntime) -> int:
         """The most completion tokens this request can be billed: its limit (else the
@@ -78,6 +92,24 @@ class Ctx:
         return limit
 
 
+@dataclass(slots=True)
+class Attempt:
+    """One upstream attempt from its reservation to its settlement."""
+
+    model: ModelRuntime
+    hold: Hold
+    reason: str  # primary | fallback | context_window
+    is_retry: bool
+    prompt_tokens: int  # the prompt part of the hold (an upper bound); -1: none held
+    output_tokens: int  # the output part of the hold
+    stream: UpstreamStream | None = None  # once the upstream accepted a stream
+    draining: bool = False  # abandoned at the deadline, read on in the background
+
+    @property
+    def settled(self) -> bool:
+        return self.hold.settled
+
+
 @dataclass
 class Answer:
     status: int
@@ -90,10 +122,7 @@ class StreamAnswer:
     stream: UpstreamStream
     chunks: AsyncIterator[bytes]
     first: bytes
-    hold: Hold
-    model: ModelRuntime
-    step_reason: str
-    is_retry: bool
+    attempt: Attempt
 
 
 def response_headers(ctx: Ctx, *, with_cost: bool = True) -> dict[str, str]:

@@ -10,7 +10,7 @@ import math
 
 import orjson
 
-from accounting.errors import BudgetExceeded, StoreUnavailable, WorkflowNotFound
+from accounting.errors import BudgetExceeded, StoreReset, StoreUnavailable, WorkflowNotFound
 from accounting.pricing import micros_to_usd
 from policies.errors import DeadlineExceeded, NoRouteAvailable, RoutingFailed, UpstreamError
 
@@ -74,6 +74,15 @@ def translate(exc: Exception) -> GatewayError:
         return exc
     if isinstance(exc, BudgetExceeded):
         return _budget(exc)
+    if isinstance(exc, StoreReset):
+        return GatewayError(
+            503,
+            "store_unavailable",
+            "the budget store lost its data (a restart without persistence, or a failover "
+            "to an empty replica); budgets fail closed, so nothing was sent upstream, until "
+            "an operator accepts the reset (POST /admin/store/accept-reset)",
+            headers={"retry-after": "5"},
+        )
     if isinstance(exc, StoreUnavailable):
         return GatewayError(
             503,

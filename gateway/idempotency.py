@@ -30,10 +30,10 @@ REPLAY_HEADERS = ("content-type", "x-spendgate-model", "x-spendgate-attempts")
 
 @dataclass
 class Claim:
+    key: str  # the gateway key (tenant) the record belongs to
     scope: str
     token: str
     done: bool = False
-    streaming: bool = False  # the relay finishes it when the stream ends
 
 
 def key_of(rt: Runtime, request: Request, ctx: Ctx) -> str | None:
@@ -58,9 +58,10 @@ async def begin(rt: Runtime, request: Request, ctx: Ctx) -> Response | Claim | N
     print_ = fingerprint(ctx.body)
     while True:
         lease = max(ctx.deadline.remaining(), 0.0) + LEASE_MARGIN_S
-        claim = await rt.store.idem_claim(where, print_, lease, rt.wall())
+        tenant = ctx.principal.name
+        claim = await rt.store.idem_claim(tenant, where, print_, lease, rt.wall())
         if claim.outcome == "claimed" and claim.token is not None:
-            return Claim(where, claim.token)
+            return Claim(tenant, where, claim.token)
         if claim.outcome == "replay" and claim.record is not None:
             return replay(rt, ctx, Record.decode(claim.record))
         if claim.outcome == "conflict":
@@ -100,13 +101,12 @@ async def finish(rt: Runtime, claim: Claim | None, record: Record | None) -> Non
         record = None
     try:
         if record is None:
-            await rt.store.idem_release(claim.scope, claim.token)
+            await rt.store.idem_release(claim.key, claim.scope, claim.token)
         else:
             await rt.store.idem_complete(
-                claim.scope, claim.token, record.encode(), limits.ttl_s, rt.wall()
+                claim.key, claim.scope, claim.token, record.encode(), limits.ttl_s, rt.wall()
             )
     except AccountingError as exc:  # the claim's lease will run out by itself
-        metrics.STORE_ERRORS.labels("idempotency").inc()
         log.event("idempotency_store_failed", level=40, error=str(exc))
     event = rt.idem_waiters.pop(claim.scope, None)
     if event is not None:

@@ -4,9 +4,13 @@ routes       parse JSON (400), auth (401/403/404), headers (400)
 guard        idempotency: replay | claim | conflict (422) | wait for the holder
 fallback     for each candidate: breaker open -> next
   retry      transient errors only; Retry-After or jittered backoff; within the deadline
-    attempt  reserve the worst case (402) -> provider.send -> settle the truth
+    attempt  reserve the worst case (402) -> provider call -> settle by its rule
 relay        a stream is committed at its first event; no failover after that
-finish       metrics, access log, response headers
+finish       the exchange: settle leftovers, idempotency record, metrics, access log
+
+An attempt is always settled, whatever ends it (``gateway.settlement`` has the rules):
+a plain answer abandoned at the deadline is handed to a background drain that reads it
+to its end and charges what the provider reports.
 """
 
 from __future__ import annotations
@@ -16,15 +20,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from accounting.budgets import Hold
 from accounting.errors import BudgetExceeded
 from accounting.pricing import worst_case_micros
-from accounting.usage import Usage
-from gateway.context import Answer, Ctx, StreamAnswer
-from gateway.providers.base import UpstreamCall, UpstreamStream
+from gateway.context import Answer, Attempt, Ctx, StreamAnswer
+from gateway.drain import drain
+from gateway.providers.base import Completed, UpstreamCall, UpstreamStream
 from gateway.providers.classify import stream_broken
 from gateway.runtime import ModelRuntime, Runtime
-from gateway.settlement import settle, settle_interrupted
+from gateway.settlement import settle_answer, settle_error, settle_leftovers
 from gateway.telemetry import logging as log
 from gateway.telemetry import metrics, tracing
 from policies import fallback
@@ -33,7 +36,6 @@ from policies.errors import UpstreamError
 from policies.fallback import Step
 from policies.retry import RetryHooks
 
-LEASE_MARGIN_S = 60.0
 NEAR_CAP = 10  # a bound above a tenth of what is left is counted exactly
 COMMIT_LOOKAHEAD = 8
 
@@ -83,48 +85,59 @@ def _on_fallback(ctx: Ctx, from_model: str, to_model: str, reason: str) -> None:
     )
 
 
-async def _reserve(rt: Runtime, ctx: Ctx, m: ModelRuntime) -> Hold:
+async def _reserve(rt: Runtime, ctx: Ctx, m: ModelRuntime, step: Step) -> Attempt:
     """Hold the attempt's worst case. The prompt is bounded by the body's size (no
     tokenizing) when that bound is small next to what the budget has left; near a cap,
-    or when the bound does not fit, it is counted exactly, so a loose bound never
-    turns away a request the budget could pay for."""
+    or when the bound does not fit, the tokenizer's count (an upper bound for the
+    model's own tokenizer) is used, so a loose bound never turns away a request the
+    budget could pay for."""
+    out = ctx.max_output(m)
     if not ctx.scope.enforced:
-        return await rt.budgets.reserve(ctx.scope, 0, 0, 0.0)
-    bound = ctx.prompt_bound()
-    if not _near_cap(rt, ctx, m, bound):
+        hold = await rt.budgets.reserve(ctx.scope, 0, 0, 0.0)
+        return _opened(ctx, Attempt(m, hold, step.reason, step.attempt > 1, -1, out))
+    prompt = ctx.prompt_bound()
+    if not _near_cap(rt, ctx, m, prompt, out):
         try:
-            return await _hold(rt, ctx, m, bound)
+            return _opened(ctx, await _hold(rt, ctx, m, step, prompt, out))
         except BudgetExceeded:
             pass
-    exact = await asyncio.to_thread(ctx.prompt_tokens, m)
-    return await _hold(rt, ctx, m, min(exact, bound))
+    upper = await asyncio.to_thread(ctx.prompt_upper, m)
+    return _opened(ctx, await _hold(rt, ctx, m, step, upper, out))
 
 
-def _near_cap(rt: Runtime, ctx: Ctx, m: ModelRuntime, prompt: int) -> bool:
+def _opened(ctx: Ctx, at: Attempt) -> Attempt:
+    ctx.attempts_open.append(at)
+    return at
+
+
+def _near_cap(rt: Runtime, ctx: Ctx, m: ModelRuntime, prompt: int, out: int) -> bool:
     scope = ctx.scope
-    out = ctx.max_output(m)
     if scope.cap_tokens is not None and (prompt + out) * NEAR_CAP > scope.cap_tokens:
         return True
     if scope.cap_micros is None or scope.workflow_id is None:
         return False
-    left = rt.remaining_hint(scope.key, scope.workflow_id, scope.cap_micros)
+    left = rt.seen.remaining_hint(scope.key, scope.workflow_id, scope.cap_micros)
     return worst_case_micros(m.price, prompt, out) * NEAR_CAP > left
 
 
-async def _hold(rt: Runtime, ctx: Ctx, m: ModelRuntime, prompt: int) -> Hold:
-    out = ctx.max_output(m)
+async def _hold(
+    rt: Runtime, ctx: Ctx, m: ModelRuntime, step: Step, prompt: int, out: int
+) -> Attempt:
     worst = worst_case_micros(m.price, prompt, out)
-    lease = max(ctx.deadline.remaining(), 0.0) + LEASE_MARGIN_S
+    drain = 0.0 if ctx.stream else rt.drain_s
+    lease = max(ctx.deadline.remaining(), 0.0) + rt.config.defaults.lease_margin_s + drain
     hold = await rt.budgets.reserve(ctx.scope, worst, prompt + out, lease)
-    ctx.workflow = hold.workflow or ctx.workflow
-    return hold
+    if hold.workflow is not None:
+        ctx.workflow = hold.workflow
+        rt.seen.note(hold.workflow)
+    return Attempt(m, hold, step.reason, step.attempt > 1, prompt, out)
 
 
 async def _attempt(rt: Runtime, ctx: Ctx, step: Step) -> Answer | StreamAnswer:
     m = rt.models[step.model]
     ctx.served = m.name
     ctx.attempts += 1
-    hold = await _reserve(rt, ctx, m)
+    at = await _reserve(rt, ctx, m, step)
     span = rt.tracing.start_attempt(ctx.span, _attempt_attributes(rt, ctx, m, step))
     call = UpstreamCall(
         endpoint=ctx.endpoint,
@@ -135,34 +148,43 @@ async def _attempt(rt: Runtime, ctx: Ctx, step: Step) -> Answer | StreamAnswer:
         deadline=ctx.deadline.at,
         max_output_tokens=m.max_output_tokens,
     )
-    is_retry = step.attempt > 1
     started = time.perf_counter()
     try:
         if ctx.stream:
-            answer = await _open_stream(rt, ctx, m, call, hold, step.reason, is_retry)
+            answer = await _open_stream(rt, ctx, at, call)
             tracing.end(span, {"spendgate.outcome": "success"})
             return answer
-        done = await m.provider.complete(call)
+        done = await _complete(rt, at, ctx, call)
     except UpstreamError as exc:
         _count_attempt(rt, m, exc.kind)
-        tracing.end(
-            span,
-            {"spendgate.outcome": exc.kind, "http.response.status_code": exc.status},
-            exc.message,
-        )
-        usage = exc.usage or Usage()
-        await settle(rt, ctx, m, hold, usage, step.reason, is_retry, sent=exc.status is not None)
+        attributes = {"spendgate.outcome": exc.kind, "http.response.status_code": exc.status}
+        tracing.end(span, attributes, exc.message)
+        await settle_error(rt, ctx, at, exc)
         raise
     except BaseException as exc:
         tracing.end(span, {"spendgate.outcome": "interrupted"}, type(exc).__name__)
-        await settle_interrupted(rt, ctx, m, hold, step.reason, is_retry)
+        if not at.draining:
+            await asyncio.shield(rt.track(settle_leftovers(rt, ctx)))
         raise
     finally:
         ctx.upstream_s += time.perf_counter() - started
     _count_attempt(rt, m, "success")
     tracing.end(span, {"spendgate.outcome": "success", **tracing.usage_attributes(done.usage)})
-    await settle(rt, ctx, m, hold, done.usage, step.reason, is_retry, estimate=True, text=done.text)
+    await settle_answer(rt, ctx, at, done, "reported")
     return Answer(done.status, done.headers, done.body)
+
+
+async def _complete(rt: Runtime, at: Attempt, ctx: Ctx, call: UpstreamCall) -> Completed:
+    """The provider's plain answer. If the request is cancelled (its deadline) while
+    the provider works, the call goes on in the background: the provider bills the
+    whole answer anyway, so it is read to its end and charged what it reports."""
+    task = asyncio.ensure_future(at.model.provider.complete(call))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        at.draining = True
+        rt.track(drain(rt, ctx, at, task))
+        raise
 
 
 def _attempt_attributes(rt: Runtime, ctx: Ctx, m: ModelRuntime, step: Step) -> dict[str, Any]:
@@ -181,16 +203,10 @@ def _attempt_attributes(rt: Runtime, ctx: Ctx, m: ModelRuntime, step: Step) -> d
     }
 
 
-async def _open_stream(
-    rt: Runtime,
-    ctx: Ctx,
-    m: ModelRuntime,
-    call: UpstreamCall,
-    hold: Hold,
-    reason: str,
-    is_retry: bool,
-) -> StreamAnswer:
+async def _open_stream(rt: Runtime, ctx: Ctx, at: Attempt, call: UpstreamCall) -> StreamAnswer:
+    m = at.model
     stream = await m.provider.stream(call)
+    at.stream = stream
     chunks = aiter(stream)
     try:
         first = await _until_content(stream, chunks)
@@ -202,7 +218,7 @@ async def _open_stream(
         raise
     ctx.ttft_s = time.perf_counter() - ctx.start
     _count_attempt(rt, m, "success")
-    return StreamAnswer(stream, chunks, first, hold, m, reason, is_retry)
+    return StreamAnswer(stream, chunks, first, at)
 
 
 async def _until_content(stream: UpstreamStream, chunks: AsyncIterator[bytes]) -> bytes:
@@ -214,7 +230,7 @@ async def _until_content(stream: UpstreamStream, chunks: AsyncIterator[bytes]) -
     state = stream.state
     held = [await anext(chunks)]
     while len(held) < COMMIT_LOOKAHEAD and not (
-        state.finish_reason or state.done or state.received_text()
+        state.finish_reason or state.done or state.content_seen
     ):
         held.append(await anext(chunks))
     return b"".join(held)

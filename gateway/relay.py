@@ -2,10 +2,15 @@
 
 The stream is committed when its first event reaches the client; until then the
 pipeline may retry or fall back, after it never. A failure after the commit ends the
-stream with an SSE error event (which the OpenAI SDK raises), never a clean finish.
-The client going away cancels the upstream call at once. Whatever happens, the
-attempt is settled with what was really consumed, and a final SSE comment carries
-the cost (``: spendgate cost_usd=...``), since headers left before it was known.
+stream with an SSE error event (which the OpenAI SDK raises), never a clean finish;
+so does the end of the shutdown's grace period. The client going away cancels the
+upstream call at once.
+
+The terminal event (``data: [DONE]`` or the error event) is sent only after the
+attempt is settled in the store, so the workflow's status is exact the moment the
+client has its last byte. Before it, an SSE comment carries the cost
+(``: spendgate {"cost_usd": ..., "partial": ...}``), since headers left before it was
+known.
 """
 
 from __future__ import annotations
@@ -16,16 +21,14 @@ import contextlib
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from accounting.errors import AccountingError
 from accounting.pricing import micros_to_usd
-from gateway import idempotency
-from gateway.context import Ctx, StreamAnswer
+from gateway import sse
+from gateway.context import StreamAnswer
 from gateway.errors import GatewayError
-from gateway.idempotency import Claim, record_headers
-from gateway.runtime import Runtime
-from gateway.settlement import settle_stream
-from gateway.telemetry import access, metrics
+from gateway.exchange import Exchange
+from gateway.idempotency import record_headers
 from gateway.telemetry import logging as log
+from gateway.telemetry import metrics
 from policies.errors import UpstreamError
 from policies.idempotency import Record
 
@@ -34,6 +37,9 @@ SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+SHUTDOWN = GatewayError(
+    503, "shutting_down", "the gateway shut down mid-stream; the answer is incomplete"
+)
 
 
 def error_event(error: GatewayError) -> bytes:
@@ -41,22 +47,14 @@ def error_event(error: GatewayError) -> bytes:
 
 
 class SSEResponse:
-    def __init__(
-        self,
-        rt: Runtime,
-        ctx: Ctx,
-        answer: StreamAnswer,
-        headers: dict[str, str],
-        claim: Claim | None = None,
-    ) -> None:
-        self.rt = rt
-        self.claim = claim
-        self.headers = headers
-        self.frames: list[bytes] | None = [] if claim is not None else None
-        self.ctx = ctx
+    def __init__(self, ex: Exchange, answer: StreamAnswer, headers: dict[str, str]) -> None:
+        self.ex = ex
         self.answer = answer
+        self.headers = headers
+        self.frames: list[bytes] | None = [] if ex.claim is not None else None
         self.raw_headers = SSE_HEADERS + [(k.encode(), v.encode()) for k, v in headers.items()]
         self.client_gone = False
+        self.error: GatewayError | None = SHUTDOWN
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         cut: str | None = "shutdown"
@@ -64,7 +62,9 @@ class SSEResponse:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             cut = await self._race(receive, send)
         finally:
-            await self._finish(send, cut)
+            # The end runs to completion even when this task is cancelled (shutdown):
+            # the lifespan waits for tracked work before it closes the store.
+            await asyncio.shield(self.ex.rt.track(self._finish(send, cut)))
 
     async def _race(self, receive: Receive, send: Send) -> str | None:
         pump = asyncio.ensure_future(self._pump(send))
@@ -82,30 +82,27 @@ class SSEResponse:
         return "client_disconnect"
 
     async def _pump(self, send: Send) -> str | None:
-        loop_deadline = asyncio.get_running_loop().time() + self.ctx.deadline.remaining()
+        ctx = self.ex.ctx
+        loop_deadline = asyncio.get_running_loop().time() + ctx.deadline.remaining()
         try:
             await self._send(send, self.answer.first)
             async with asyncio.timeout_at(loop_deadline):
                 async for chunk in self.answer.chunks:
                     await self._send(send, chunk)
+            self.error = None
             return None
         except UpstreamError as exc:
             log.event(
                 "stream_broken",
-                request_id=self.ctx.request_id,
+                request_id=ctx.request_id,
                 error=exc.message,
-                model=self.answer.model.name,
+                model=self.answer.attempt.model.name,
             )
-            await _body(send, error_event(GatewayError(502, "upstream_error", exc.message)))
+            self.error = GatewayError(502, "upstream_error", exc.message)
             return "upstream_error"
         except TimeoutError:
-            await _body(
-                send,
-                error_event(
-                    GatewayError(
-                        504, "deadline_exceeded", "the request's deadline passed mid-stream"
-                    )
-                ),
+            self.error = GatewayError(
+                504, "deadline_exceeded", "the request's deadline passed mid-stream"
             )
             return "deadline"
         except OSError:
@@ -118,27 +115,30 @@ class SSEResponse:
         await _body(send, chunk)
 
     async def _finish(self, send: Send, cut: str | None) -> None:
-        await asyncio.shield(self.rt.track(self._settle(cut)))
-        if not self.client_gone:
-            tail = orjson.dumps(
-                {"cost_usd": micros_to_usd(self.ctx.cost_micros), "partial": self.ctx.partial}
-            )
-            with contextlib.suppress(OSError):
-                await _body(send, b": spendgate " + tail + b"\n\n", more=False)
-
-    async def _settle(self, cut: str | None) -> None:
-        await self.answer.stream.aclose()
-        try:
-            await settle_stream(self.rt, self.ctx, self.answer, cut=cut)
-        except AccountingError as exc:
-            metrics.STORE_ERRORS.labels("settle").inc()
-            log.event("settle_failed", level=40, request_id=self.ctx.request_id, error=str(exc))
-        access.finish(self.rt, self.ctx, 200, cut)
-        self.rt.inflight.stop(self.rt.labels.model(self.ctx.model), self.ctx.request_id)
+        """Finish the exchange (which settles the attempt), then the last bytes."""
+        ex, answer = self.ex, self.answer
+        await answer.stream.aclose()
+        _observe(answer, cut)
+        terminal = sse.DONE_FRAME if self.error is None else error_event(self.error)
         record = None
         if cut is None and self.frames is not None:
-            record = Record(200, record_headers(self.headers), frames=self.frames, stream=True)
-        await idempotency.finish(self.rt, self.claim, record)
+            frames = [*self.frames, terminal]
+            record = Record(200, record_headers(self.headers), frames=frames, stream=True)
+        await ex.finish(200, cut, record)
+        if not self.client_gone:
+            tail = orjson.dumps(
+                {"cost_usd": micros_to_usd(ex.ctx.cost_micros), "partial": ex.ctx.partial}
+            )
+            with contextlib.suppress(OSError):
+                await _body(send, b": spendgate " + tail + b"\n\n" + terminal, more=False)
+
+
+def _observe(answer: StreamAnswer, cut: str | None) -> None:
+    model = answer.attempt.model.name
+    for kind in answer.stream.state.anomalies:
+        metrics.STREAM_ANOMALIES.labels(model, kind).inc()
+    if cut is not None:
+        metrics.PARTIAL_STREAMS.labels(model, cut).inc()
 
 
 async def _body(send: Send, data: bytes, *, more: bool = True) -> None:

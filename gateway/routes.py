@@ -13,16 +13,18 @@ from accounting.errors import AccountingError, BudgetExceeded
 from gateway import idempotency, pipeline
 from gateway.context import Answer, Ctx, response_headers
 from gateway.errors import GatewayError, translate
+from gateway.exchange import Exchange
 from gateway.providers.base import Endpoint
 from gateway.relay import SSEResponse
 from gateway.request import build_ctx, read_json
 from gateway.runtime import Runtime
-from gateway.telemetry import access, metrics
 from gateway.telemetry import logging as log
+from gateway.telemetry import metrics
 from policies.errors import PolicyError, UpstreamError
 from policies.idempotency import Record
 
 JSON = "application/json"
+READY_TIMEOUT_S = 2.0
 
 
 def runtime(request: Request) -> Runtime:
@@ -74,53 +76,47 @@ async def _proxy(request: Request, endpoint: Endpoint) -> Response:
 
 
 async def _serve(rt: Runtime, request: Request, ctx: Ctx) -> Response:
-    model = rt.labels.model(ctx.model)
+    ex = Exchange(rt, ctx)
     try:
         guard = await idempotency.begin(rt, request, ctx)
     except (GatewayError, AccountingError) as exc:
-        return _failed(rt, ctx, _translate(exc))
+        return await ex.fail(_translate(exc))
     if isinstance(guard, Response):
-        access.finish(rt, ctx, guard.status_code, "replayed")
+        await ex.finish(guard.status_code, "replayed")
         return guard
-    rt.inflight.start(model, ctx.request_id)
+    ex.begin(guard)
     try:
-        response = await _run(rt, ctx, guard)
-    except BaseException:
-        rt.inflight.stop(model, ctx.request_id)
+        return await _run(rt, ctx, ex)
+    except BaseException:  # cancelled (the shutdown) or a bug: the end still happens
+        await asyncio.shield(rt.track(ex.finish(499, "interrupted")))
         raise
-    finally:
-        if guard is not None and not guard.done and not guard.streaming:
-            await asyncio.shield(rt.track(idempotency.finish(rt, guard, None)))
-    if not isinstance(response, SSEResponse):
-        rt.inflight.stop(model, ctx.request_id)
-    return response
 
 
-async def _run(rt: Runtime, ctx: Ctx, claim: idempotency.Claim | None) -> Response:
+async def _run(rt: Runtime, ctx: Ctx, ex: Exchange) -> Response:
     try:
         answer = await pipeline.run(rt, ctx)
     except UpstreamError as exc:
         if exc.passthrough and exc.body is not None:
-            status = exc.status or 502
-            headers = response_headers(ctx)
-            await idempotency.finish(
-                rt, claim, Record(status, idempotency.record_headers(headers), exc.body)
-            )
-            access.finish(rt, ctx, status, "upstream_client_error")
-            return Response(exc.body, status, headers, media_type=JSON)
-        return _failed(rt, ctx, translate(exc))
+            return await _passthrough(ex, exc)
+        return await ex.fail(translate(exc))
     except (GatewayError, PolicyError, AccountingError, TimeoutError) as exc:
-        return _failed(rt, ctx, _translate(exc))
+        return await ex.fail(_translate(exc))
     if isinstance(answer, Answer):
         headers = {**answer.headers, **response_headers(ctx)}
         record = Record(answer.status, idempotency.record_headers(headers), answer.body)
-        await idempotency.finish(rt, claim, record)
-        access.finish(rt, ctx, answer.status)
+        await ex.finish(answer.status, None, record)
         return Response(answer.body, answer.status, headers)
-    headers = response_headers(ctx, with_cost=False)
-    if claim is not None:
-        claim.streaming = True
-    return SSEResponse(rt, ctx, answer, headers, claim)  # type: ignore[return-value]
+    return SSEResponse(ex, answer, response_headers(ctx, with_cost=False))  # type: ignore[return-value]
+
+
+async def _passthrough(ex: Exchange, exc: UpstreamError) -> Response:
+    """An upstream client error, answered unchanged (and stored for replays)."""
+    assert exc.body is not None
+    status = exc.status or 502
+    headers = response_headers(ex.ctx)
+    record = Record(status, idempotency.record_headers(headers), exc.body)
+    await ex.finish(status, "upstream_client_error", record)
+    return Response(exc.body, status, headers, media_type=JSON)
 
 
 def _translate(exc: Exception) -> GatewayError:
@@ -136,11 +132,6 @@ def _translate(exc: Exception) -> GatewayError:
         metrics.BUDGET_REJECTIONS.labels(exc.scope).inc()
         log.event("budget_rejected", scope=exc.scope, unit=exc.unit)
     return translate(exc)
-
-
-def _failed(rt: Runtime, ctx: Ctx, error: GatewayError) -> Response:
-    access.finish(rt, ctx, error.status, error.code)
-    return error_response(error, response_headers(ctx))
 
 
 async def list_models(request: Request) -> Response:
@@ -162,9 +153,17 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready when a write to the store goes through in time (a full disk, a wedged
+    writer, a paused or reset Redis: 503)."""
     rt = runtime(request)
+    reset = rt.store.reset_info()
+    if reset is not None:
+        return json_response({"status": "unavailable", "store": "reset", "detected": reset}, 503)
     try:
-        await rt.store.ping()
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await rt.store.ping()
+    except TimeoutError:
+        return json_response({"status": "unavailable", "store": "timed out"}, 503)
     except AccountingError as exc:
         return json_response({"status": "unavailable", "store": str(exc)}, 503)
     return json_response({"status": "ready", "models": len(rt.models)})

@@ -10,7 +10,7 @@ from typing import Any
 
 from accounting.budgets import Budgets
 from accounting.pricing import Price
-from accounting.store.base import Store
+from accounting.store.base import Store, WorkflowState
 from accounting.store.common import IdSource
 from gateway.auth import Authenticator
 from gateway.config import FileConfig, ModelConfig, Secrets, max_output_of, price_of
@@ -38,6 +38,26 @@ class ModelRuntime:
     provider_kind: str = "openai"
 
 
+class WorkflowMemory:
+    """What this process last saw left of recent workflows' caps (bounded): only a hint
+    for choosing how precisely to estimate a prompt; reserving stays atomic."""
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._remaining: dict[tuple[str, str], int] = {}
+
+    def remaining_hint(self, key: str, workflow_id: str, cap: int) -> int:
+        return min(cap, self._remaining.get((key, workflow_id), cap))
+
+    def note(self, wf: WorkflowState) -> None:
+        if wf.remaining_micros is None:
+            return
+        if len(self._remaining) >= self.LIMIT:
+            self._remaining.clear()
+        self._remaining[(wf.key, wf.workflow_id)] = wf.remaining_micros
+
+
 @dataclass
 class Runtime:
     config: FileConfig
@@ -52,19 +72,11 @@ class Runtime:
     tracing: Tracing = field(default_factory=lambda: Tracing(None))
     inflight: metrics.Inflight = field(default_factory=metrics.Inflight)
     request_ids: IdSource = field(default_factory=IdSource)
-    _remaining: dict[tuple[str, str], int] = field(default_factory=dict)
+    seen: WorkflowMemory = field(default_factory=lambda: WorkflowMemory())
 
-    def remaining_hint(self, key: str, workflow_id: str, cap: int) -> int:
-        """What this process last saw left of a workflow's cap (the cap if nothing):
-        only a hint for choosing how precisely to estimate; reserving stays atomic."""
-        return min(cap, self._remaining.get((key, workflow_id), cap))
-
-    def note_remaining(self, key: str, workflow_id: str, remaining: int | None) -> None:
-        if remaining is None:
-            return
-        if len(self._remaining) >= 10_000:
-            self._remaining.clear()
-        self._remaining[(key, workflow_id)] = remaining
+    @property
+    def drain_s(self) -> float:
+        return self.config.defaults.drain_timeout_s
 
     settling: set[asyncio.Task[None]] = field(default_factory=set)
     idem_waiters: dict[str, asyncio.Event] = field(default_factory=dict)

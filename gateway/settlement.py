@@ -1,111 +1,166 @@
-"""Charging attempts: the provider's counts, estimates for what it never reported."""
+"""Charging attempts: one rule per outcome, always on the safe side of what was billed.
+
+- ``reported``: the provider's final usage arrived; its counts.
+- ``estimated``: a whole answer arrived without usage; prompt and answer, tokenized.
+- ``received``: a stream stopped early (it broke, or we closed it; a streaming
+  provider stops generating when its stream is closed): the prompt (the provider's
+  count when it gave one, else the tokenizer's upper bound) plus the tokens that
+  arrived, never less than a provisional count the provider sent; when we closed it
+  while it still generated, plus ``budgets.cut_stream_allowance_tokens`` for what was
+  generated but still on its way.
+- ``drained``: a plain answer abandoned at the deadline and read to its end in the
+  background (``gateway.drain``); what it reports.
+- ``worst_case``: nothing can be known (a plain answer lost after the request was
+  sent, a drain that failed, a shutdown cancel): the hold, prompt bound + output limit.
+- ``refused``: the provider answered an error status: what its body reports, usually
+  nothing (providers do not bill rejected requests).
+- ``not_sent``: nothing reached the provider (a connect failure): nothing, not a call.
+
+Every rule but ``not_sent`` counts the attempt as a call; ``received`` and
+``worst_case`` mark it partial (part of the charge is not the provider's word, and
+the answer did not arrive whole).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
-from accounting.budgets import Hold
 from accounting.meter import final_usage
-from accounting.pricing import cost_micros
+from accounting.pricing import cost_micros, worst_case_micros
 from accounting.store.base import Charge
 from accounting.usage import Usage
-from gateway.context import Ctx, StreamAnswer
-from gateway.runtime import ModelRuntime, Runtime
+from gateway.context import Attempt, Ctx
+from gateway.providers.base import Completed, StreamState
+from gateway.runtime import Runtime
 from gateway.telemetry import metrics
+from policies.errors import UpstreamError
+
+PARTIAL_RULES = frozenset({"received", "worst_case"})
 
 
-async def settle_interrupted(
-    rt: Runtime, ctx: Ctx, m: ModelRuntime, hold: Hold, reason: str, is_retry: bool
-) -> None:
-    """Cancelled or timed out mid-call: charge the prompt we sent (an estimate)."""
-    try:
-        async with asyncio.timeout(5):
-            await asyncio.shield(
-                settle(rt, ctx, m, hold, Usage(), reason, is_retry, estimate=True, partial=True)
-            )
-    except TimeoutError:
-        return
-
-
-async def settle(
-    rt: Runtime,
-    ctx: Ctx,
-    m: ModelRuntime,
-    hold: Hold,
-    usage: Usage,
-    reason: str,
-    is_retry: bool,
-    *,
-    sent: bool = True,
-    estimate: bool = False,
-    partial: bool = False,
-    text: str = "",
-) -> None:
-    """Charge one attempt: the provider's counts, and with ``estimate`` the tokenizer's
-    count of whatever the provider did not report."""
-    if estimate and not usage.complete:
-        usage, estimated = await asyncio.to_thread(
-            final_usage, usage, text, m.upstream_model, lambda: ctx.prompt_tokens(m)
+async def settle_answer(rt: Runtime, ctx: Ctx, at: Attempt, done: Completed, rule: str) -> None:
+    """A whole answer arrived (``rule`` reported or drained)."""
+    usage = done.usage
+    if not usage.complete:
+        model = at.model
+        usage, _ = await asyncio.to_thread(
+            final_usage, usage, done.text, model.upstream_model, lambda: ctx.prompt_upper(model)
         )
-        partial = partial or estimated
-    cost = cost_micros(m.price, usage)
+        rule = "estimated" if rule == "reported" else rule
+    await charge(rt, ctx, at, usage, rule)
+
+
+async def settle_error(rt: Runtime, ctx: Ctx, at: Attempt, exc: UpstreamError) -> None:
+    """The attempt failed with ``exc``: an error answer, nothing sent, a broken stream,
+    or a plain answer lost after the request was sent."""
+    if exc.status is not None:
+        await charge(rt, ctx, at, exc.usage or Usage(), "refused")
+    elif not exc.reached:
+        await charge(rt, ctx, at, Usage(), "not_sent", sent=False)
+    elif ctx.stream:
+        await settle_received(rt, ctx, at)
+    else:
+        await settle_worst(rt, ctx, at)
+
+
+async def settle_received(rt: Runtime, ctx: Ctx, at: Attempt) -> None:
+    """A stream that stopped (cleanly or not): what it reported, else what arrived."""
+    state = at.stream.state if at.stream is not None else StreamState()
+    if state.usage_final and state.usage.complete:
+        await charge(rt, ctx, at, state.usage, "reported")
+        return
+    # A stream that finished properly but reported no usage is whole: only estimated.
+    rule = "estimated" if state.done else "received"
+    usage, _ = await asyncio.to_thread(
+        final_usage,
+        state.usage,
+        state.received_text(),
+        at.model.upstream_model,
+        lambda: ctx.prompt_upper(at.model),
+        final=state.usage_final,
+    )
+    if not (state.done or state.ended_by_upstream):  # we cut it while it generated
+        allowance = rt.config.budgets.cut_stream_allowance_tokens
+        usage = replace(usage, partial_output_tokens=(usage.partial_output_tokens or 0) + allowance)
+    await charge(rt, ctx, at, usage, rule)
+
+
+async def settle_worst(rt: Runtime, ctx: Ctx, at: Attempt) -> None:
+    """Nothing can be known of what the provider billed: charge the hold's worst case."""
+    prompt = at.prompt_tokens if at.prompt_tokens >= 0 else ctx.prompt_upper(at.model)
+    usage = Usage(input_tokens=prompt, output_tokens=None, partial_output_tokens=at.output_tokens)
+    await charge(rt, ctx, at, usage, "worst_case")
+
+
+async def charge(
+    rt: Runtime, ctx: Ctx, at: Attempt, usage: Usage, rule: str, *, sent: bool = True
+) -> None:
+    """Settle ``at`` once with ``usage`` under ``rule`` and record the spend."""
+    if at.settled:
+        return
+    m = at.model
+    if rule == "worst_case":
+        worst = worst_case_micros(m.price, usage.input_tokens or 0, at.output_tokens)
+        cost = max(at.hold.amount_micros, worst)
+    else:
+        cost = cost_micros(m.price, usage)
+    partial = rule in PARTIAL_RULES
     ctx.cost_micros += cost
     ctx.usage = _add(ctx.usage, usage)
     ctx.partial = ctx.partial or partial
-    _count_spend(rt, ctx, m, usage, cost)
-    charge = Charge(
+    ctx.rules.append(rule)
+    _count_spend(rt, ctx, at, usage, cost, rule)
+    record = Charge(
         cost_micros=cost,
         tokens=usage.by_kind(),
         model=m.name,
         request_id=ctx.request_id,
         sent=sent,
         partial=partial,
-        is_retry=is_retry,
-        is_fallback=reason != "primary",
+        is_retry=at.is_retry,
+        is_fallback=at.reason != "primary",
+        rule=rule,
     )
-    workflow = await rt.budgets.settle(hold, charge)
+    if at in ctx.attempts_open:
+        ctx.attempts_open.remove(at)
+    workflow = await asyncio.shield(rt.budgets.settle(at.hold, record))
     if workflow is not None:
         ctx.workflow = workflow
-        rt.note_remaining(workflow.key, workflow.workflow_id, workflow.remaining_micros)
+        rt.seen.note(workflow)
 
 
-def _count_spend(rt: Runtime, ctx: Ctx, m: ModelRuntime, usage: Usage, cost: int) -> None:
+async def settle_leftovers(rt: Runtime, ctx: Ctx) -> None:
+    """Whatever attempt is still open when the request ends (a cancellation between
+    reserve and settle) is charged by the safe rule for its kind."""
+    for at in list(ctx.attempts_open):
+        if at.draining:  # the drain settles it when the answer is read
+            continue
+        if at.stream is not None or ctx.stream:
+            await settle_received(rt, ctx, at)
+        else:
+            await settle_worst(rt, ctx, at)
+
+
+def _count_spend(rt: Runtime, ctx: Ctx, at: Attempt, usage: Usage, cost: int, rule: str) -> None:
+    model = at.model.name
     for kind, count in usage.by_kind().items():
         if count:
-            metrics.child(metrics.TOKENS, m.name, kind).inc(count)
+            metrics.child(metrics.TOKENS, model, kind).inc(count)
     if cost:
-        metrics.child(metrics.COST, m.name, rt.labels.key(ctx.principal.name)).inc(cost / 1_000_000)
+        key = rt.labels.key(ctx.principal.name)
+        metrics.child(metrics.COST, model, key).inc(cost / 1_000_000)
+    metrics.child(metrics.CHARGES, model, rule).inc()
 
 
 def _add(a: Usage, b: Usage) -> Usage:
     def plus(x: int | None, y: int | None) -> int | None:
         return None if x is None and y is None else (x or 0) + (y or 0)
 
-    return Usage(
-        plus(a.input_tokens, b.input_tokens),
-        plus(a.output_tokens, b.output_tokens),
-        plus(a.cached_input_tokens, b.cached_input_tokens),
-        plus(a.partial_output_tokens, b.partial_output_tokens),
-    )
-
-
-async def settle_stream(rt: Runtime, ctx: Ctx, answer: StreamAnswer, *, cut: str | None) -> None:
-    """After a stream ended (cleanly or not): charge what it really consumed."""
-    state = answer.stream.state
-    for kind in state.anomalies:
-        metrics.STREAM_ANOMALIES.labels(answer.model.name, kind).inc()
-    if cut is not None:
-        metrics.PARTIAL_STREAMS.labels(answer.model.name, cut).inc()
-    complete = state.usage.complete
-    await settle(
-        rt,
-        ctx,
-        answer.model,
-        answer.hold,
-        state.usage,
-        answer.step_reason,
-        answer.is_retry,
-        estimate=True,
-        partial=cut is not None,
-        text="" if complete else state.received_text(),
+    return replace(
+        a,
+        input_tokens=plus(a.input_tokens, b.input_tokens),
+        output_tokens=plus(a.output_tokens, b.output_tokens),
+        cached_input_tokens=plus(a.cached_input_tokens, b.cached_input_tokens),
+        partial_output_tokens=plus(a.partial_output_tokens, b.partial_output_tokens),
     )

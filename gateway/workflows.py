@@ -167,7 +167,6 @@ async def watch_stalls(rt: Runtime) -> None:
             metrics.WORKFLOWS_STALLED.set(await rt.store.count_stalled(idle_before))
             await rt.store.sweep(rt.wall())
         except AccountingError as exc:
-            metrics.STORE_ERRORS.labels("count_stalled").inc()
             log.event("stall_check_failed", level=30, error=str(exc))
         rt.inflight.export()
         await asyncio.sleep(interval)

@@ -9,6 +9,8 @@ Retry, breaker and fallback read attributes, never message strings::
     │     retryable:       another attempt at the same model may succeed
     │     breaker_failure: the deployment is unhealthy (counts against its breaker)
     │     context_window:  the prompt is too long for this model
+    │     reached:         the request reached the provider, which may bill it
+    │                      (False only when nothing was sent: connect failures)
     ├── NoRouteAvailable       every candidate's breaker is open
     ├── DeadlineExceeded       the request's deadline passed
     └── RoutingFailed          every candidate failed; carries each one's error
@@ -40,6 +42,7 @@ class UpstreamError(PolicyError):
         headers: Mapping[str, str] | None = None,
         context_window: bool = False,
         usage: Usage | None = None,
+        reached: bool = True,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -52,6 +55,7 @@ class UpstreamError(PolicyError):
         self.headers = dict(headers or {})
         self.context_window = context_window
         self.usage = usage
+        self.reached = reached
 
     @property
     def passthrough(self) -> bool:

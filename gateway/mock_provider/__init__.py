@@ -57,7 +57,14 @@ Stats
     it ended (also hangs and cancellations); for a scripted error answer it is 0 unless
     ``include_usage_on_error``. Non-streaming answers have ``chunks_sent`` 0. Outcomes:
     ``ok``, ``error``, ``reset``, ``closed``, ``hang`` (still hanging, or ended by
-    server shutdown), ``cancelled`` (the client went away), ``pending`` (in flight).
+    server shutdown), ``cancelled`` (the client went away), ``abandoned`` (the client
+    of a plain answer went away during its ``delay_s``), ``pending`` (in flight).
+
+    Billing truth (what a real provider bills, which the stats record): a stream is
+    billed for what was written before it ended (its generation stops with the
+    connection); a plain answer is generated whole, so it is billed in full even when
+    the client left during its delay (``abandoned``) or its body was cut by a
+    ``reset_after_chunks``/``close_after_chunks`` step.
 """
 
 from gateway.mock_provider.app import MockProvider, create_app

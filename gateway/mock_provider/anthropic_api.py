@@ -75,6 +75,10 @@ class MessagesApi:
     def error_usage(self, prompt_tokens: int) -> dict[str, Any]:
         return {"input_tokens": prompt_tokens, "output_tokens": 0}
 
+    def abandoned_tokens(self, call: Call) -> int:
+        plan = make_plan(call.step, call.model, call.prompt_tokens, requested_cap(call.body))
+        return plan.completion_tokens
+
     async def generate(self, call: Call) -> None:
         record, step = call.record, call.step
         plan = make_plan(step, call.model, call.prompt_tokens, requested_cap(call.body))
@@ -87,10 +91,10 @@ class MessagesApi:
         if not step.usage:
             del document["usage"]
         payload = orjson.dumps(document)
+        record.completion_tokens = plan.completion_tokens  # generated (billed) in full
         if await run_partial_body(call.ex, record, step, payload, call.headers(JSON_TYPE)):
             return
         record.status, record.outcome = 200, "ok"
-        record.completion_tokens = plan.completion_tokens
         await call.ex.respond(200, payload, call.headers(JSON_TYPE))
 
 

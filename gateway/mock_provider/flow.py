@@ -55,6 +55,10 @@ class ProviderApi(Protocol):
     async def generate(self, call: Call) -> None:
         """Send a successful answer and fill in the record's tokens and outcome."""
 
+    def abandoned_tokens(self, call: Call) -> int:
+        """Completion tokens a real provider bills for a plain (non-streaming) answer
+        whose client went away before it was sent: it generates the whole answer."""
+
 
 def _parse(raw: bytes) -> Any:
     try:
@@ -107,6 +111,9 @@ async def answer(api: ProviderApi, call: Call) -> None:
         record.prompt_tokens = call.prompt_tokens
     if step.delay_s and not await ex.pause(step.delay_s):
         record.outcome = "cancelled"
+        if not call.body.get("stream") and not step.is_custom:
+            record.completion_tokens = api.abandoned_tokens(call)
+            record.outcome = "abandoned"
         return
     if step.hang:
         record.outcome = "hang"

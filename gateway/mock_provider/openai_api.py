@@ -84,6 +84,10 @@ class ChatCompletionsApi(OpenAIApi):
     def prompt_tokens(self, body: dict[str, Any]) -> int:
         return tokens.chat_prompt_tokens(body.get("messages"))
 
+    def abandoned_tokens(self, call: Call) -> int:
+        plan = make_plan(call.step, call.model, call.prompt_tokens, requested_cap(call.body))
+        return plan.completion_tokens
+
     async def generate(self, call: Call) -> None:
         record = call.record
         plan = make_plan(call.step, call.model, call.prompt_tokens, requested_cap(call.body))
@@ -100,10 +104,10 @@ class ChatCompletionsApi(OpenAIApi):
         if not call.step.usage:
             del document["usage"]
         payload = orjson.dumps(document)
+        record.completion_tokens = plan.completion_tokens  # generated (billed) in full
         if await run_partial_body(call.ex, record, call.step, payload, call.headers(JSON_TYPE)):
             return
         record.status, record.outcome = 200, "ok"
-        record.completion_tokens = plan.completion_tokens
         await call.ex.respond(200, payload, call.headers(JSON_TYPE))
 
 
@@ -184,6 +188,9 @@ def _tool_chunks(
 class EmbeddingsApi(OpenAIApi):
     def prompt_tokens(self, body: dict[str, Any]) -> int:
         return tokens.embedding_tokens(tokens.embedding_inputs(body.get("input")))
+
+    def abandoned_tokens(self, call: Call) -> int:
+        return 0
 
     async def generate(self, call: Call) -> None:
         record = call.record

@@ -6,6 +6,7 @@ only sends and classifies.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -143,22 +144,21 @@ class AnthropicStream:
         self._response = response
         self._transport = transport
         self._tr = translator
-        self.state.text_source = lambda: translator.text_so_far
+        self.state.text_source = lambda: translator.generated_so_far
+        self._decoder = sse.Decoder()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        decoder = sse.Decoder()
-        async for raw in self._transport.chunks(self._response):
+        decoder = self._decoder
+        async for raw in self._transport.chunks(self._response, self.state):
             out = [frame for event in decoder.feed(raw) for frame in self._on_event(event)]
-            if self.state.done:
-                yield b"".join([*out, sse.DONE_FRAME])
-                return
             if out:
                 yield b"".join(out)
+            if self.state.done:
+                return
         if self._tr.finish_reason is None:
             raise stream_broken(self.provider, "ended before the answer finished")
         self.state.anomalies.append("missing_done")
         self.state.done = True
-        yield sse.DONE_FRAME
 
     def _on_event(self, event: sse.Event) -> list[bytes]:
         try:
@@ -172,14 +172,24 @@ class AnthropicStream:
         chunks = self._tr.feed(event.event or data.get("type"), data)
         self._sync()
         if self._tr.error is not None:
+            self.state.ended_by_upstream = True
             raise stream_broken(self.provider, f"reported an error: {self._tr.error}")
         return [sse.frame(orjson.dumps(chunk)) for chunk in chunks]
 
     def _sync(self) -> None:
         state = self.state
         state.usage = self._tr.usage
+        state.usage_final = self._tr.usage_final
+        state.content_seen = bool(self._tr.text_so_far)
         state.finish_reason = self._tr.finish_reason
-        state.done = self._tr.finished and self._tr.finish_reason is not None
+        state.done = self._tr.stopped and self._tr.finish_reason is not None
 
     async def aclose(self) -> None:
+        """Close the upstream; what it already sent us still counts (the meter sees it)."""
+        for event in self._decoder.feed(self._response.take_buffered()):
+            self._absorb(event)
         await self._response.aclose()
+
+    def _absorb(self, event: sse.Event) -> None:
+        with contextlib.suppress(UpstreamError):  # an error event: its state is recorded
+            self._on_event(event)

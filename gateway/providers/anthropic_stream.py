@@ -12,16 +12,21 @@ only records the payload.
 Stream mapping:
 
 * ``message_start`` -> ``{"role": "assistant", "content": ""}`` chunk (records usage).
-* ``text_delta`` -> ``{"content": text}``; thinking blocks and their deltas are dropped.
+* ``text_delta`` -> ``{"content": text}``; thinking blocks and their deltas are dropped
+  (their text is kept for accounting: ``generated_so_far``).
 * ``tool_use`` block start -> a ``tool_calls`` chunk with id, name and ``arguments: ""``;
   ``input_json_delta`` -> argument fragments. A tool block that streamed no argument
   text at all gets one ``"{}"`` fragment on ``content_block_stop`` so clients can parse it.
-* ``message_delta`` with a ``stop_reason`` -> ``{}`` delta with the mapped finish_reason.
-* ``message_stop`` -> the ``choices: []`` usage chunk when ``include_usage``.
+* ``message_delta`` with a ``stop_reason`` -> ``{}`` delta with the mapped finish_reason,
+  then the ``choices: []`` usage chunk when ``include_usage`` (the usage is final there).
+* ``message_stop`` -> nothing; it marks the end of the stream (``stopped``).
 * ``ping``, ``content_block_stop`` of text blocks and unknown events -> nothing.
 
 Usage counts are cumulative on Anthropic's side: each raw counter keeps its latest value
-and ``usage`` is derived from them (never summed across events).
+and ``usage`` is derived from them (never summed across events). They are provisional
+until the ``message_delta`` that carries a ``stop_reason`` (``usage_final``):
+``message_start`` reports ``output_tokens: 1`` whatever follows, so a stream cut before
+that event must be charged for what it really delivered, not for what it last said.
 """
 
 from __future__ import annotations
@@ -234,13 +239,26 @@ class AnthropicStreamTranslator:
         self._tools: dict[int, _ToolBlock] = {}
         self._finish_reason: str | None = None
         self._finished = False
+        self._usage_final = False
+        self._stopped = False
         self._error: JSON | None = None
         self._fragments: list[str] = []
+        self._unseen: list[str] = []
 
     @property
     def usage(self) -> Usage:
         """Latest cumulative usage seen so far (``None`` fields when not reported)."""
         return usage_from_anthropic(self._raw_usage)
+
+    @property
+    def usage_final(self) -> bool:
+        """The usage is final: the ``message_delta`` with a stop_reason arrived."""
+        return self._usage_final
+
+    @property
+    def stopped(self) -> bool:
+        """``message_stop`` arrived: nothing more will come."""
+        return self._stopped
 
     @property
     def finished(self) -> bool:
@@ -260,6 +278,12 @@ class AnthropicStreamTranslator:
     def text_so_far(self) -> str:
         """All text and tool-argument fragments emitted so far."""
         return "".join(self._fragments)
+
+    @property
+    def generated_so_far(self) -> str:
+        """Everything generated so far, for accounting: the text and tool arguments
+        sent on, plus the thinking that is dropped (it is billed as output too)."""
+        return "".join(self._unseen) + "".join(self._fragments)
 
     def feed(self, event: str | None, data: JSON) -> list[JSON]:
         """Translate one event; ``data["type"]`` wins over the SSE ``event`` name."""
@@ -317,6 +341,9 @@ class AnthropicStreamTranslator:
             return []
         if delta.get("type") == "text_delta":
             return self._text_chunks(delta.get("text"))
+        if delta.get("type") == "thinking_delta" and isinstance(delta.get("thinking"), str):
+            self._unseen.append(delta["thinking"])  # billed output the client never sees
+            return []
         tool = self._tool_at(data)
         fragment = delta.get("partial_json")
         if delta.get("type") != "input_json_delta" or tool is None:
@@ -341,16 +368,19 @@ class AnthropicStreamTranslator:
             return []
         self._finish_reason = map_stop_reason(stop_reason)
         self._finished = True
-        return [self._chunk({}, self._finish_reason)]
+        self._usage_final = True
+        chunks = [self._chunk({}, self._finish_reason)]
+        if self._include_usage:
+            chunk = self._envelope()
+            chunk["choices"] = []
+            chunk["usage"] = usage_to_openai(self.usage)
+            chunks.append(chunk)
+        return chunks
 
     def _on_message_stop(self) -> list[JSON]:
         self._finished = True
-        if not self._include_usage:
-            return []
-        chunk = self._envelope()
-        chunk["choices"] = []
-        chunk["usage"] = usage_to_openai(self.usage)
-        return [chunk]
+        self._stopped = True
+        return []
 
     # ------------------------------------------------------------------- helpers
 

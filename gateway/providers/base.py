@@ -45,13 +45,21 @@ class StreamState:
     """What a stream has told us so far; read by the meter, even after a cut."""
 
     usage: Usage = field(default_factory=Usage)
+    # Whether ``usage`` is the provider's final word: OpenAI's usage chunk comes once,
+    # at the end; Anthropic's counts are provisional until the stop_reason event.
+    usage_final: bool = False
     finish_reason: str | None = None
     done: bool = False
+    # The upstream ended the stream itself (its end of body, a reset, an error event):
+    # it generated nothing more. False when we closed it (the client left, a timeout).
+    ended_by_upstream: bool = False
     text: list[str] = field(default_factory=list)  # content and tool-call arguments
+    content_seen: bool = False  # content (text or tool arguments) went to the client
     anomalies: list[str] = field(default_factory=list)
     text_source: Callable[[], str] | None = None  # for decoders that keep the text
 
     def received_text(self) -> str:
+        """Everything the provider generated that arrived (for accounting)."""
         return self.text_source() if self.text_source else "".join(self.text)
 
 
@@ -61,7 +69,10 @@ class UpstreamStream(Protocol):
     headers: dict[str, str]
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        """Framed SSE bytes for the client; raises UpstreamError(kind="stream_error")."""
+        """Framed SSE bytes for the client, without the terminal event (``[DONE]``):
+        the relay sends that itself once the attempt is settled. Ends when the
+        upstream finished (``state.done``); raises UpstreamError(kind="stream_error")
+        when it broke."""
         ...
 
     async def aclose(self) -> None: ...

@@ -91,6 +91,14 @@ def classify_transport(exc: httpx.HTTPError | TimeoutError, provider: str) -> Up
             kind="connect_error",
             retryable=True,
             breaker_failure=True,
+            reached=False,
+        )
+    if isinstance(exc, httpx.PoolTimeout):
+        return UpstreamError(
+            f"no connection to {provider} was free in time",
+            kind="timeout",
+            retryable=True,
+            reached=False,
         )
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return UpstreamError(

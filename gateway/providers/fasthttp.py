@@ -161,6 +161,10 @@ class Response:
                 raise conn.error
             await conn.wait(self._read_s)
 
+    def take_buffered(self) -> bytes:
+        """Body bytes that arrived but were not read yet (without waiting)."""
+        return self._conn.take() if self._conn.chunks else b""
+
     def _finish(self) -> None:
         if not self._done:
             self._done = True

@@ -87,7 +87,8 @@ class OpenAIStream:
     """An OpenAI SSE stream: forwards events as they come, without re-serialising them.
 
     Malformed events are dropped (counted in ``state.anomalies``); the usage chunk we
-    asked for on the caller's behalf is stripped; a stream that ends after its
+    asked for on the caller's behalf is stripped; ``[DONE]`` is not forwarded (the
+    relay sends it once the attempt is settled); a stream that ends after its
     ``finish_reason`` but without ``[DONE]`` is finished properly; one that ends
     before a ``finish_reason`` raises a stream error.
     """
@@ -102,10 +103,11 @@ class OpenAIStream:
         self._response = response
         self._transport = transport
         self._strip_usage = strip_usage
+        self._decoder = sse.Decoder()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        decoder = sse.Decoder()
-        async for raw in self._transport.chunks(self._response):
+        decoder = self._decoder
+        async for raw in self._transport.chunks(self._response, self.state):
             # One write per network read: events that arrived together leave together.
             out = [f for e in decoder.feed(raw) if (f := self._on_event(e.data)) is not None]
             if out:
@@ -121,12 +123,11 @@ class OpenAIStream:
                 raise stream_broken(self.provider, "ended before the answer finished")
             self.state.anomalies.append("missing_done")
             self.state.done = True
-            yield sse.DONE_FRAME
 
     def _on_event(self, data: bytes) -> bytes | None:
         if data == sse.DONE:
             self.state.done = True
-            return sse.DONE_FRAME
+            return None
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -138,6 +139,7 @@ class OpenAIStream:
         usage = chunk.get("usage")
         if usage:
             self.state.usage = self.state.usage.merge(from_openai(usage))
+            self.state.usage_final = True
         choices = chunk.get("choices")
         if not choices:
             return None if (usage and self._strip_usage) else sse.frame(data)
@@ -152,17 +154,22 @@ class OpenAIStream:
             content = delta.get("content")
             if isinstance(content, str) and content:
                 self.state.text.append(content)
+                self.state.content_seen = True
             for call in delta.get("tool_calls") or ():
                 function = call.get("function") if isinstance(call, dict) else None
                 if isinstance(function, dict):
                     for part in (function.get("name"), function.get("arguments")):
                         if isinstance(part, str) and part:
                             self.state.text.append(part)
+                            self.state.content_seen = True
         reason = choice.get("finish_reason")
         if isinstance(reason, str):
             self.state.finish_reason = reason
 
     async def aclose(self) -> None:
+        """Close the upstream; what it already sent us still counts (the meter sees it)."""
+        for event in self._decoder.feed(self._response.take_buffered()):
+            self._on_event(event.data)
         await self._response.aclose()
 
 

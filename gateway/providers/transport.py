@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 import httpx
 
 from accounting.usage import Usage
+from gateway.providers.base import StreamState
 from gateway.providers.classify import classify_response, classify_transport, stream_broken
 from gateway.providers.fasthttp import Response, UpstreamPool
 from policies.errors import UpstreamError
@@ -96,12 +97,15 @@ class Transport:
             usage=usage,
         )
 
-    async def chunks(self, response: Response) -> AsyncIterator[bytes]:
-        """The raw body of a streamed response; a cut or silence -> UpstreamError."""
+    async def chunks(self, response: Response, state: StreamState) -> AsyncIterator[bytes]:
+        """The raw body of a streamed response; a cut or silence -> UpstreamError.
+        ``state.ended_by_upstream`` records whether the upstream ended it itself."""
         try:
             async for chunk in response.aiter_raw():
                 yield chunk
         except httpx.TimeoutException:
             raise stream_broken(self.provider, "went silent (idle timeout)") from None
         except httpx.HTTPError as exc:
+            state.ended_by_upstream = True
             raise stream_broken(self.provider, f"broke off ({type(exc).__name__})") from None
+        state.ended_by_upstream = True

@@ -44,6 +44,7 @@ def finish(rt: Runtime, ctx: Ctx, status: int, error_code: str | None = None) ->
             "tokens": ctx.usage.by_kind(),
             "cost_usd": micros_to_usd(ctx.cost_micros),
             "partial": ctx.partial,
+            "charge_rules": ctx.rules,
             "latency_ms": round(elapsed * 1000, 3),
             "overhead_ms": round(max(0.0, elapsed - ctx.upstream_s) * 1000, 3),
         }

@@ -106,6 +106,21 @@ STREAM_ANOMALIES = Counter(
 STORE_ERRORS = Counter(
     "spendgate_store_errors_total", "Store operations that failed", ["operation"]
 )
+CHARGES = Counter(
+    "spendgate_charges_total",
+    "Upstream attempts charged, by the rule that priced them",
+    ["model", "rule"],
+)
+SETTLES_PENDING = _gauge(
+    "spendgate_settles_pending", "Settlements waiting for the store to come back"
+)
+SETTLE_ORPHANS = Counter(
+    "spendgate_settle_orphans_total",
+    "Settlements whose hold the store had lost (charged anyway)",
+)
+STORE_RESET = _gauge(
+    "spendgate_store_reset", "1 while the store is in the reset state (lost data)", mode="max"
+)
 
 ALL = (
     REQUESTS,
@@ -130,6 +145,10 @@ ALL = (
     PARTIAL_STREAMS,
     STREAM_ANOMALIES,
     STORE_ERRORS,
+    CHARGES,
+    SETTLES_PENDING,
+    SETTLE_ORPHANS,
+    STORE_RESET,
 )
 
 

@@ -319,6 +319,8 @@ def test_tool_use_stream_state() -> None:
 def test_thinking_is_dropped_and_no_arg_tool_gets_empty_object() -> None:
     translator, chunks = run_stream("stream_thinking_parallel_tools")
     assert translator.text_so_far == '{"path": "/srv/app"}{}'
+    assert translator.generated_so_far.startswith("The user wants the repo status")
+    assert translator.generated_so_far.endswith(translator.text_so_far)
     indexes = [c["choices"][0]["delta"]["tool_calls"][0]["index"] for c in chunks[1:6]]
     assert indexes == [0, 0, 0, 1, 1]
     assert translator.usage == Usage(38 + 1204 + 18240, 131, 18240)
@@ -391,3 +393,17 @@ def test_output_tokens_take_latest_value(counts: list[int]) -> None:
         usage = {"output_tokens": count}
         translator.feed(None, {"type": "message_delta", "delta": {}, "usage": usage})
     assert translator.usage.output_tokens == counts[-1]
+
+
+def test_usage_is_final_only_with_the_stop_reason() -> None:
+    translator = AnthropicStreamTranslator(MODEL, CREATED, include_usage=False)
+    translator.feed(*load_sse("stream_text.sse")[0])  # message_start: output_tokens 1
+    assert translator.usage.output_tokens == 1 and not translator.usage_final
+    partial = {"type": "message_delta", "delta": {}, "usage": {"output_tokens": 7}}
+    translator.feed("message_delta", partial)
+    assert not translator.usage_final and not translator.stopped
+    final = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {}}
+    translator.feed("message_delta", final)
+    assert translator.usage_final and not translator.stopped
+    translator.feed("message_stop", {"type": "message_stop"})
+    assert translator.stopped
