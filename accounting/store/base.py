@@ -13,6 +13,13 @@ the server's clock; SQLite: a deadline the writer thread checks before running i
 
 Money is integer micro-USD throughout.
 
+Bounds (``common.MAX_STORE_INT``, ``common.MAX_DURATION_S``): every amount, token
+count, cap and limit is an int in ``[0, 2**53 - 1]`` (Lua compares doubles, exact up
+to 2**53), every lease and record TTL finite and at most ten years, every time
+finite. A call outside them raises ValueError naming the field, before anything is
+written; a value already stored that is out of range or no number at all is read
+back without failing (``common.stored_int``).
+
 Reservations and leases: ``reserve`` holds the worst case of one upstream attempt
 against the workflow's cap, the workflow's token cap and the key's periodic budget,
 all or nothing. ``settle`` replaces the hold by the actual charge. A hold whose lease

@@ -1,20 +1,33 @@
-"""Small pieces both store implementations share: ids, periods, token sums, checks."""
+"""Small pieces both store implementations share: ids, periods, token sums, checks,
+and the bounds every number a store keeps must stay within (``MAX_STORE_INT``)."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import secrets
 from collections.abc import Mapping
 
 from accounting.errors import BudgetExceeded
-from accounting.store.base import ReserveRequest
+from accounting.store.base import Charge, KeyBudget, Reservation, ReserveRequest
 
 # Token kinds that add up to a workflow's ``tokens_spent``; ``cached_input`` is a
 # subset of ``input`` and is only reported by kind.
 COUNTED_KINDS = ("input", "output", "partial_output")
 
 DEFAULT_WORKFLOW_TTL_S = 30 * 86400
+
+# The largest integer (micro-USD, tokens, caps, limits) a store accepts. Lua numbers
+# are doubles, so a Redis script compares exactly only up to 2**53; SQLite integers
+# and HINCRBY are 64-bit. 2**53 - 1 micro-USD is about 9 billion USD: far beyond any
+# real amount, so a request above it is a bug or an attack, refused with ValueError
+# before anything is written (the gateway bounds client input earlier, with a 400).
+MAX_STORE_INT = 2**53 - 1
+# The longest lease or idempotency record TTL a store accepts: ten years.
+MAX_DURATION_S = 10 * 366 * 86400
+# 64-bit counters: what a stored value is clamped to where it must be written back.
+INT64_MAX = 2**63 - 1
 
 # A settle whose hold the store lost (an orphan) may have to re-create the key window
 # it was held against, but the window's length is not in the reservation. It is kept
@@ -54,14 +67,126 @@ def tokens_json(tokens: Mapping[str, int]) -> str:
 
 
 def validate_request(req: ReserveRequest) -> None:
+    """Refuse (ValueError, naming the field and its range) a request a store cannot
+    keep exactly; checked before anything is written."""
     if req.workflow_id == "":
         raise ValueError("workflow_id must be None or a non-empty string")
-    if req.amount_micros < 0 or req.tokens < 0:
-        raise ValueError("reserve amounts must be non-negative")
-    if req.cap_micros is not None and req.cap_micros < 0:
-        raise ValueError("cap_micros must be non-negative")
-    if req.cap_tokens is not None and req.cap_tokens < 0:
-        raise ValueError("cap_tokens must be non-negative")
+    check_int("amount_micros", req.amount_micros)
+    check_int("tokens", req.tokens)
+    validate_caps(req.cap_micros, req.cap_tokens)
+    check_duration("lease_s", req.lease_s)
+    check_time("now", req.now)
+    if req.key_budget is not None:
+        validate_key_budget(req.key_budget)
+
+
+def validate_key_budget(kb: KeyBudget) -> None:
+    check_int("key_budget.limit_micros", kb.limit_micros)
+    check_period("key_budget.period_s", kb.period_s)
+
+
+def validate_caps(cap_micros: int | None, cap_tokens: int | None) -> None:
+    if cap_micros is not None:
+        check_int("cap_micros", cap_micros)
+    if cap_tokens is not None:
+        check_int("cap_tokens", cap_tokens)
+
+
+def validate_charge(charge: Charge) -> None:
+    """Every count of ``charge`` in range, and their counted sum (``tokens_spent``)."""
+    check_int("cost_micros", charge.cost_micros)
+    for kind, count in charge.tokens.items():
+        if not isinstance(kind, str) or not kind:
+            raise ValueError(f"token kinds must be non-empty strings, got {kind!r}")
+        check_int(f"tokens[{kind!r}]", count)
+    check_int("counted tokens (input + output + partial_output)", counted_tokens(charge.tokens))
+
+
+def validate_settle(res: Reservation, charge: Charge, now: float) -> None:
+    """A settle the store can apply whole: the reservation's numbers (an orphan settle
+    re-creates its hold and caps from them) and the charge's."""
+    check_int("reservation amount_micros", res.amount_micros)
+    check_int("reservation tokens", res.tokens)
+    validate_caps(res.cap_micros, res.cap_tokens)
+    if res.period_start is not None:
+        check_int("reservation period_start", res.period_start)
+    check_time("reservation expires_at", res.expires_at)
+    check_time("now", now)
+    validate_charge(charge)
+
+
+def check_int(name: str, value: object, low: int = 0) -> None:
+    """``value`` is an int (not a bool) in ``[low, MAX_STORE_INT]``, else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {type(value).__name__}")
+    if not low <= value <= MAX_STORE_INT:
+        raise ValueError(f"{name} must be in [{low}, {MAX_STORE_INT}] (2**53 - 1), got {value}")
+
+
+def check_duration(name: str, value: object) -> None:
+    """A number of seconds: finite, in ``[0, MAX_DURATION_S]`` (ten years)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not (math.isfinite(value) and 0 <= value <= MAX_DURATION_S):
+        raise ValueError(f"{name} must be finite and in [0, {MAX_DURATION_S}] s, got {value}")
+
+
+def check_ttl(name: str, value: object) -> None:
+    """A store setting of whole seconds (a TTL, a margin): in ``[1, MAX_DURATION_S]``."""
+    check_int(name, value, low=1)
+    check_duration(name, value)
+
+
+def check_period(name: str, value: object) -> None:
+    """A key budget period: an integer of seconds in ``[1, MAX_STORE_INT]`` (a period
+    of centuries is a budget for the key's life, not an error)."""
+    check_int(name, value, low=1)
+
+
+def check_time(name: str, value: object) -> None:
+    """A unix time: finite, its magnitude at most ``MAX_STORE_INT``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a unix time, got {type(value).__name__}")
+    if not (math.isfinite(value) and abs(value) <= MAX_STORE_INT):
+        raise ValueError(
+            f"{name} must be finite and in [-{MAX_STORE_INT}, {MAX_STORE_INT}], got {value}"
+        )
+
+
+def check_limit(limit: object) -> None:
+    """How many rows a listing may return: an integer in ``[0, MAX_STORE_INT]``."""
+    check_int("limit", limit)
+
+
+def stored_int(raw: object) -> int:
+    """An integer read back from a store, whatever is there: an int of any size as is,
+    a float or decimal text (an older version, a hand edit) truncated to an int, an
+    infinity (or a number of more digits than ``int`` parses) as +-(2**63 - 1), and
+    anything else (``abc``, ``nan``, NULL) as 0. Reads never fail on a value, so one
+    bad field cannot make a workflow unreadable."""
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str | bytes | bytearray):
+        try:
+            return int(raw)
+        except ValueError:  # not an integer (or too many digits): try it as a float
+            pass
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0
+    if math.isinf(value):
+        return INT64_MAX if value > 0 else -INT64_MAX
+    return 0 if math.isnan(value) else int(value)
+
+
+def stored_float(raw: object) -> float:
+    """A time read back from a store; anything that is no finite number is 0.0."""
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+    return value if math.isfinite(value) else 0.0
 
 
 def lowered(current: int | None, requested: int | None) -> int | None:

@@ -57,11 +57,21 @@ from accounting.store.common import (
     DEFAULT_WORKFLOW_TTL_S,
     ORPHAN_WINDOW_S,
     IdSource,
+    check_duration,
+    check_int,
+    check_limit,
+    check_period,
+    check_time,
+    check_ttl,
     counted_tokens,
     new_token,
     period_start,
+    stored_float,
+    stored_int,
     tokens_json,
+    validate_caps,
     validate_request,
+    validate_settle,
 )
 from accounting.store.redis_client import ScriptClient
 from accounting.store.redis_codec import f, opt, refusal, state, tenant_of, ttl
@@ -86,6 +96,10 @@ class RedisStore:
         ledger_maxlen: int = 100_000,
         settled_ttl_s: int = 86400,
     ) -> None:
+        check_ttl("workflow_ttl_s", workflow_ttl_s)
+        check_ttl("period_margin_s", period_margin_s)
+        check_ttl("settled_ttl_s", settled_ttl_s)
+        check_int("ledger_maxlen", ledger_maxlen)
         self.url = url
         self.prefix = prefix
         self.workflow_ttl_s = workflow_ttl_s
@@ -143,7 +157,7 @@ class RedisStore:
         pstart, window_ttl = None, 1
         if kb is not None:
             pstart = period_start(req.now, kb.period_s)
-            window_ttl = ttl(pstart + kb.period_s - req.now) + self.period_margin_s
+            window_ttl = ttl(pstart + kb.period_s - req.now + self.period_margin_s)
         tenant = tenant_of(req.key)
         base, expires_at = self._c.base(tenant), req.now + req.lease_s
         keys = [
@@ -155,8 +169,8 @@ class RedisStore:
             base, f"{tenant}:{wid or ''}", rid, str(req.amount_micros), str(req.tokens),
             f(req.now), f(expires_at), wid or "", opt(req.cap_micros), opt(req.cap_tokens),
             "0" if req.step is None else "1", req.step or "",
-            "" if kb is None else str(kb.limit_micros), str(pstart), str(window_ttl),
-            str(self.workflow_ttl_s), str(ttl(req.lease_s) + self.workflow_ttl_s), tenant,
+            "" if kb is None else str(kb.limit_micros), opt(pstart), str(window_ttl),
+            str(self.workflow_ttl_s), str(ttl(req.lease_s + self.workflow_ttl_s)), tenant,
         ]  # fmt: skip
         reply = await self._c.tenant_script("reserve", tenant, keys, args, fenced=True)
         outcome = reply[0].decode()
@@ -170,6 +184,7 @@ class RedisStore:
         return Reserved(res, found)
 
     async def settle(self, res: Reservation, charge: Charge, now: float) -> Settled:
+        validate_settle(res, charge, now)
         tenant, wid = tenant_of(res.key), res.workflow_id
         base = self._c.base(tenant)
         keys = [
@@ -203,6 +218,7 @@ class RedisStore:
         return Settled(found, orphan=reply[0] == b"orphan")
 
     async def get_workflow(self, key: str, workflow_id: str, now: float) -> WorkflowState | None:
+        check_time("now", now)
         return await self._status(tenant_of(key), key, workflow_id, now)
 
     async def _status(
@@ -219,6 +235,7 @@ class RedisStore:
     async def complete_workflow(
         self, key: str, workflow_id: str, now: float
     ) -> WorkflowState | None:
+        check_time("now", now)
         tenant = tenant_of(key)
         base = self._c.base(tenant)
         keys = [f"{base}:wf:{workflow_id}", f"{base}:wh:{workflow_id}", self._running]
@@ -230,6 +247,7 @@ class RedisStore:
     async def set_workflow_cap(
         self, key: str, workflow_id: str, cap_micros: int | None, cap_tokens: int | None, now: float
     ) -> WorkflowState | None:
+        validate_caps(cap_micros, cap_tokens)
         tenant = tenant_of(key)
         keys = [f"{self._c.base(tenant)}:wf:{workflow_id}"]
         args = [opt(cap_micros), opt(cap_tokens)]
@@ -239,6 +257,8 @@ class RedisStore:
     async def list_stalled(self, idle_before: float, limit: int = 100) -> list[WorkflowState]:
         """Each after sweeping its holds that ran out by ``idle_before`` (there is no
         ``now`` here; every hold expired so has truly run out)."""
+        check_time("idle_before", idle_before)
+        check_limit(limit)
         self._c.epoch.guard()
         found: list[WorkflowState] = []
         offset = 0
@@ -259,11 +279,12 @@ class RedisStore:
     async def _load_members(
         self, members: list[bytes], now: float
     ) -> tuple[list[WorkflowState], list[bytes]]:
-        """The workflows behind running-index members, and the members whose state expired."""
+        """The workflows behind running-index members, and the members whose state
+        expired (or that name no workflow: they are dropped from the index)."""
         states, gone = [], []
         for member in members:
-            tenant, wid = member.decode().split(":", 1)
-            found = await self._status(tenant, unquote(tenant), wid, now)
+            tenant, sep, wid = member.decode(errors="replace").partition(":")
+            found = await self._status(tenant, unquote(tenant), wid, now) if sep else None
             if found is None:
                 gone.append(member)
             else:
@@ -271,17 +292,20 @@ class RedisStore:
         return states, gone
 
     async def count_stalled(self, idle_before: float) -> int:
+        check_time("idle_before", idle_before)
         self._c.epoch.guard()
         pending = self._c.redis().zcount(self._running, "-inf", f"({f(idle_before)}")
         return int(await self._c.do(pending))
 
     async def key_spend(self, key: str, period_s: int, now: float) -> KeySpend:
+        check_period("period_s", period_s)
+        check_time("now", now)
         self._c.epoch.guard()
         pstart = period_start(now, period_s)
         window = f"{self._c.base(tenant_of(key))}:kp:{pstart}"
         pending = self._c.redis().hmget(window, ["spent_micros", "reserved_micros"])
         spent, reserved = await self._c.do(cast(Awaitable[list[bytes | None]], pending))
-        return KeySpend(key, pstart, int(spent or 0), int(reserved or 0))
+        return KeySpend(key, pstart, stored_int(spent or 0), stored_int(reserved or 0))
 
     # -- idempotency ------------------------------------------------------------
     def _idem_key(self, tenant: str, scope: str) -> str:
@@ -290,6 +314,8 @@ class RedisStore:
     async def idem_claim(
         self, key: str, scope: str, fingerprint: str, lease_s: float, now: float
     ) -> IdemClaim:
+        check_duration("lease_s", lease_s)
+        check_time("now", now)
         tenant, token = tenant_of(key), new_token()
         args = [fingerprint, token, f(now), f(now + lease_s), str(ttl(lease_s * 1000))]
         keys = [self._idem_key(tenant, scope)]
@@ -300,12 +326,14 @@ class RedisStore:
         if outcome == "replay":
             return IdemClaim("replay", record=bytes(reply[1]))
         if outcome == "in_flight":
-            return IdemClaim("in_flight", lease_until=float(reply[1]))
+            return IdemClaim("in_flight", lease_until=stored_float(reply[1]))
         return IdemClaim("conflict")
 
     async def idem_complete(
         self, key: str, scope: str, token: str, record: bytes, ttl_s: float, now: float
     ) -> bool:
+        check_duration("ttl_s", ttl_s)
+        check_time("now", now)
         tenant = tenant_of(key)
         args: list[Any] = [token, record, f(now + ttl_s), str(ttl(ttl_s * 1000))]
         keys = [self._idem_key(tenant, scope)]
@@ -323,6 +351,7 @@ class RedisStore:
         ``lease_tenants`` index, and trim the running index of workflows idle longer
         than ``workflow_ttl_s`` (their state has expired). Returns holds expired plus
         index entries removed."""
+        check_time("now", now)
         self._c.epoch.guard()
         count = 0
         while True:

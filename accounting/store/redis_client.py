@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from accounting.errors import StoreUnavailable
 from accounting.store import redis_scripts as lua
 from accounting.store import redis_scripts_admin as lua_admin
+from accounting.store.common import MAX_STORE_INT
 from accounting.store.redis_codec import f
 from accounting.store.redis_epoch import Epoch
 
@@ -57,6 +58,15 @@ def _stale_connection_checks() -> dict[str, Any]:
     except ImportError:  # older redis-py: always checks
         return {}
     return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
+
+def _invalid(name: str, args: Sequence[Any], reply: list[Any]) -> ValueError:
+    index = int(reply[1]) if len(reply) > 1 and isinstance(reply[1], int) else 0
+    value = args[index - 1] if 0 < index <= len(args) else None
+    return ValueError(
+        f"redis script {name}: argument {index} ({value!r}) is out of range (numbers must "
+        f"be finite, integers in [0, {MAX_STORE_INT}]); nothing was written"
+    )
 
 
 class ScriptClient:
@@ -113,8 +123,13 @@ class ScriptClient:
             raise StoreUnavailable(f"redis store unavailable: {exc}") from exc
 
     async def script(self, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """Run a script; an ``invalid`` answer (an argument out of range, refused by the
+        script before it wrote anything) raises ValueError."""
         self.redis()
-        return await self.do(self._scripts[name](keys=list(keys), args=list(args)))
+        reply = await self.do(self._scripts[name](keys=list(keys), args=list(args)))
+        if isinstance(reply, list) and reply and reply[0] == b"invalid":
+            raise _invalid(name, args, reply)
+        return reply
 
     async def tenant_script(
         self, name: str, tenant: str, keys: Sequence[str], args: Sequence[Any], fenced: bool

@@ -9,6 +9,7 @@ from typing import Any
 
 from accounting.errors import BudgetExceeded
 from accounting.store.base import ReserveRequest, WorkflowState
+from accounting.store.common import MAX_STORE_INT, stored_float, stored_int
 
 
 def tenant_of(key: str) -> str:
@@ -25,49 +26,61 @@ def opt(value: int | None) -> str:
 
 
 def ttl(seconds: float) -> int:
-    return max(1, math.ceil(seconds))
+    """Seconds as a key TTL: at least 1, at most ``MAX_STORE_INT`` (what the scripts
+    take; a TTL of 285 million years is forever)."""
+    return min(MAX_STORE_INT, max(1, math.ceil(seconds)))
 
 
 def state(
     key: str, workflow_id: str, found: Sequence[bytes] | dict[bytes, bytes]
 ) -> WorkflowState | None:
+    """A workflow hash as a ``WorkflowState``, whatever its fields hold: an integer of
+    any size as is, anything that is no number as 0 (``stored_int``, ``stored_float``),
+    so a bad field (an older version's, a hand edit's) never makes reads fail."""
     if not found:
         return None
     if isinstance(found, dict):
-        fields = {k.decode(): v for k, v in found.items()}
+        pairs = list(found.items())
     else:
-        fields = {found[i].decode(): found[i + 1] for i in range(0, len(found), 2)}
+        pairs = [(found[i], found[i + 1]) for i in range(0, len(found) - 1, 2)]
+    fields = {_text(k): v for k, v in pairs}
 
     def count(name: str) -> int:
-        return int(fields.get(name, b"0"))
+        return stored_int(fields.get(name, 0))
 
-    def optional(name: str) -> bytes | None:
-        return fields.get(name)
+    def optional(name: str) -> int | None:
+        raw = fields.get(name)
+        return None if raw is None else stored_int(raw)
 
-    cap_micros, cap_tokens, step = optional("cap_micros"), optional("cap_tokens"), optional("step")
-    completed_at = optional("completed_at")
+    step, completed_at = fields.get("step"), fields.get("completed_at")
     return WorkflowState(
         key=key, workflow_id=workflow_id,
-        cap_micros=None if cap_micros is None else int(cap_micros),
-        cap_tokens=None if cap_tokens is None else int(cap_tokens),
+        cap_micros=optional("cap_micros"), cap_tokens=optional("cap_tokens"),
         spent_micros=count("spent_micros"), reserved_micros=count("reserved_micros"),
         tokens_spent=count("tokens_spent"), tokens_reserved=count("tokens_reserved"),
-        tokens_by_kind={k[3:]: int(v) for k, v in fields.items() if k.startswith("tk:")},
+        tokens_by_kind={k[3:]: stored_int(v) for k, v in fields.items() if k.startswith("tk:")},
         calls=count("calls"), retries=count("retries"), fallbacks=count("fallbacks"),
         partial_streams=count("partial_streams"), expired_holds=count("expired_holds"),
-        expired_micros=count("expired_micros"), started_at=float(fields["started_at"]),
-        last_seen_at=float(fields["last_seen_at"]),
-        step=None if step is None else step.decode(),
+        expired_micros=count("expired_micros"),
+        started_at=stored_float(fields.get("started_at")),
+        last_seen_at=stored_float(fields.get("last_seen_at")),
+        step=None if step is None else _text(step),
         status="completed" if fields.get("status") == b"completed" else "running",
-        completed_at=None if completed_at is None else float(completed_at),
+        completed_at=None if completed_at is None else stored_float(completed_at),
     )  # fmt: skip
+
+
+def _text(raw: object) -> str:
+    if isinstance(raw, bytes):
+        return raw.decode(errors="replace")
+    return str(raw)
 
 
 def refusal(
     outcome: str, found: WorkflowState | None, req: ReserveRequest, reply: list[Any]
 ) -> BudgetExceeded:
     if outcome == "key" and req.key_budget is not None:
-        committed = int(reply[2]) + int(reply[3])
+        committed = stored_int(reply[2]) + stored_int(reply[3])
         return BudgetExceeded(
             "key", "usd", req.key_budget.limit_micros, committed, req.amount_micros
         )

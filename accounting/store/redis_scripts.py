@@ -29,12 +29,47 @@ the script returns ``stale`` and changes nothing. A marker that is missing for a
 tenant this process has seen, or differs, returns ``lost`` and changes nothing.
 
 Amounts travel as decimal strings and are only changed with HINCRBY, so counters are
-exact 64-bit integers; Lua numbers (doubles) are used for comparisons only.
+exact 64-bit integers; Lua numbers (doubles) are used for comparisons only, exact
+because every amount is at most ``MAX_STORE_INT`` (2**53 - 1).
+
+A script that fails half-way keeps the writes it made before the error, so every
+script checks its numeric arguments (``bad_args``) before it writes anything and
+answers ``invalid`` with the argument's index (the client raises ValueError). And no
+value already stored can make a script fail: ``incr`` never fails on a field that
+holds no integer or would pass 64 bits, ``num`` reads anything as a number, ``neg``
+takes what a hold holds; otherwise one bad field would fail every read of its
+workflow for as long as it lives.
 """
 
 from __future__ import annotations
 
-PRELUDE = """
+# Argument checks, shared by the tenant scripts (PRELUDE) and the epoch's CHECK.
+ARGS = """
+local MAX_INT = 9007199254740991
+-- kind 'i': a decimal integer in [0, 2**53 - 1]; 'n': a finite number; 'o', 'm': the
+-- same, or '' (none)
+local function valid(kind, v)
+  if v == nil then return false end
+  if v == '' then return kind == 'o' or kind == 'm' end
+  if kind == 'i' or kind == 'o' then
+    return #v <= 16 and string.match(v, '^%d+$') ~= nil and tonumber(v) <= MAX_INT
+  end
+  local n = tonumber(v)
+  return n ~= nil and n == n and n ~= math.huge and n ~= -math.huge
+end
+
+-- spec like 'i7 n9 o12': {'invalid', index} for the first argument not of its kind
+local function bad_args(spec)
+  for kind, i in string.gmatch(spec, '(%a)(%d+)') do
+    if not valid(kind, ARGV[tonumber(i)]) then return {'invalid', tonumber(i)} end
+  end
+  return nil
+end
+"""
+
+PRELUDE = (
+    ARGS
+    + """
 local function guard()
   if ARGV[3] ~= '' then
     local t = redis.call('TIME')
@@ -51,9 +86,32 @@ local function guard()
   return {'lost', mark or ''}
 end
 
+-- the negation of a stored amount (nothing stored counts as 0)
 local function neg(n)
-  if n == '0' then return '0' end
+  if not n or n == '' or n == '0' then return '0' end
+  if string.sub(n, 1, 1) == '-' then return string.sub(n, 2) end
   return '-' .. n
+end
+
+-- any stored value as a number: missing, not a number or nan count as 0
+local function num(v)
+  local n = tonumber(v)
+  if n == nil or n ~= n then return 0 end
+  return n
+end
+
+-- HINCRBY that cannot fail. A field holding no integer (a hand edit) or that would
+-- pass 64 bits is rewritten as its value as a double plus the delta, saturated at
+-- 2**63 - 1024 (the largest double HINCRBY takes); a delta that is no number is 0.
+local SATURATED = 9223372036854774784
+local function incr(k, f, d)
+  if type(redis.pcall('HINCRBY', k, f, d)) == 'number' then return end
+  local delta = tonumber(d)
+  if delta == nil or delta ~= delta then return end
+  local v = num(redis.call('HGET', k, f)) + delta
+  if v > SATURATED then v = SATURATED elseif v < -SATURATED then v = -SATURATED end
+  if v ~= v or v == 0 then v = 0 end
+  redis.call('HSET', k, f, string.format('%.0f', v))
 end
 
 local function hgetall(k)
@@ -67,25 +125,25 @@ local function expire_hold(base, id, keep_s)
   redis.call('ZREM', base .. ':leases', id)
   local h = redis.call('HMGET', hk, 'amount', 'tokens', 'wid', 'period', 'state')
   if h[5] ~= 'held' then return 0 end
-  local a, t = h[1], h[2]
+  local a, t = h[1] or '0', h[2] or '0'
   if h[3] then
     local w = base .. ':wf:' .. h[3]
     redis.call('ZREM', base .. ':wh:' .. h[3], id)
     if redis.call('EXISTS', w) == 1 then
-      redis.call('HINCRBY', w, 'spent_micros', a)
-      redis.call('HINCRBY', w, 'reserved_micros', neg(a))
-      redis.call('HINCRBY', w, 'tokens_spent', t)
-      redis.call('HINCRBY', w, 'tokens_reserved', neg(t))
-      redis.call('HINCRBY', w, 'expired_holds', 1)
-      redis.call('HINCRBY', w, 'expired_micros', a)
+      incr(w, 'spent_micros', a)
+      incr(w, 'reserved_micros', neg(a))
+      incr(w, 'tokens_spent', t)
+      incr(w, 'tokens_reserved', neg(t))
+      incr(w, 'expired_holds', 1)
+      incr(w, 'expired_micros', a)
     end
   end
   if h[4] then
     local p = base .. ':kp:' .. h[4]
     redis.call('ZREM', base .. ':kh:' .. h[4], id)
     if redis.call('EXISTS', p) == 1 then
-      redis.call('HINCRBY', p, 'spent_micros', a)
-      redis.call('HINCRBY', p, 'reserved_micros', neg(a))
+      incr(p, 'spent_micros', a)
+      incr(p, 'reserved_micros', neg(a))
     end
   end
   redis.call('HSET', hk, 'state', 'expired')
@@ -99,12 +157,8 @@ local function sweep(base, zkey, now, keep_s)
   end
   redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now)
 end
-
-local function num(v)
-  if v then return tonumber(v) end
-  return 0
-end
 """
+)
 
 # KEYS: 1 epoch marker, 2 workflow, 3 workflow holds, 4 window, 5 window holds,
 #       6 new hold, 7 running, 8 tenant leases, 9 lease tenants
@@ -116,6 +170,8 @@ end
 RESERVE = (
     PRELUDE
     + """
+local bad = bad_args('m3 i7 i8 n9 n10 o12 o13 o16 o17 i18 i19 i20')
+if bad then return bad end
 local g = guard()
 if g then return g end
 local wf, base, now, amount, tokens = KEYS[2], ARGV[4], ARGV[9], ARGV[7], ARGV[8]
@@ -126,7 +182,7 @@ if has_kb then sweep(base, KEYS[5], now, ARGV[19]) end
 local function lower(field, cap)
   if cap == '' then return end
   local cur = redis.call('HGET', wf, field)
-  if not cur or tonumber(cap) < tonumber(cur) then redis.call('HSET', wf, field, cap) end
+  if not cur or tonumber(cap) < num(cur) then redis.call('HSET', wf, field, cap) end
 end
 
 if has_wf then
@@ -143,10 +199,10 @@ if has_wf then
   redis.call('EXPIRE', wf, ARGV[19])
   local w = redis.call('HMGET', wf, 'cap_micros', 'cap_tokens', 'spent_micros',
     'reserved_micros', 'tokens_spent', 'tokens_reserved')
-  if w[1] and num(w[3]) + num(w[4]) + tonumber(amount) > tonumber(w[1]) then
+  if w[1] and num(w[3]) + num(w[4]) + tonumber(amount) > num(w[1]) then
     return {'workflow', hgetall(wf)}
   end
-  if w[2] and num(w[5]) + num(w[6]) + tonumber(tokens) > tonumber(w[2]) then
+  if w[2] and num(w[5]) + num(w[6]) + tonumber(tokens) > num(w[2]) then
     return {'tokens', hgetall(wf)}
   end
 end
@@ -166,15 +222,15 @@ redis.call('EXPIRE', KEYS[6], ARGV[20])
 local state = {}
 if has_wf then
   redis.call('HSET', KEYS[6], 'wid', ARGV[11])
-  redis.call('HINCRBY', wf, 'reserved_micros', amount)
-  redis.call('HINCRBY', wf, 'tokens_reserved', tokens)
+  incr(wf, 'reserved_micros', amount)
+  incr(wf, 'tokens_reserved', tokens)
   redis.call('ZADD', KEYS[3], ARGV[10], ARGV[6])
   redis.call('EXPIRE', KEYS[3], ARGV[20])
   state = hgetall(wf)
 end
 if has_kb then
   redis.call('HSET', KEYS[6], 'period', ARGV[17])
-  redis.call('HINCRBY', KEYS[4], 'reserved_micros', amount)
+  incr(KEYS[4], 'reserved_micros', amount)
   redis.call('ZADD', KEYS[5], ARGV[10], ARGV[6])
   redis.call('EXPIRE', KEYS[4], ARGV[18])
   redis.call('EXPIRE', KEYS[5], ARGV[18])
@@ -198,6 +254,13 @@ return {'ok', state}
 SETTLE = (
     PRELUDE
     + """
+local bad = bad_args('m3 i5 i6 n7 i8 i9 i10 i11 i15 i16 i17 o18 o19 i20 i21')
+if bad then return bad end
+local kinds = 22 + 2 * tonumber(ARGV[21])
+if kinds > #ARGV + 1 or (#ARGV - kinds) % 2 == 0 then return {'invalid', 21} end
+for i = kinds + 1, #ARGV, 2 do
+  if not valid('i', ARGV[i]) then return {'invalid', i} end
+end
 local g = guard()
 if g then return g end
 local hold, wf, rid, now, cost = KEYS[2], KEYS[3], ARGV[4], ARGV[7], ARGV[5]
@@ -208,7 +271,7 @@ local function state()
 end
 local h = redis.call('HMGET', hold, 'amount', 'tokens', 'state')
 if h[3] == 'settled' then return {'none', state()} end
-local outcome, a, t, held = 'ok', h[1], h[2], h[3] == 'held'
+local outcome, a, t, held = 'ok', h[1] or '0', h[2] or '0', h[3] == 'held'
 
 if not h[3] then
   -- an orphan: the store lost the hold; charge anyway, re-create what is gone
@@ -224,31 +287,31 @@ if not h[3] then
   end
 elseif has_wf and redis.call('EXISTS', wf) == 1 then
   if held then
-    redis.call('HINCRBY', wf, 'reserved_micros', neg(a))
-    redis.call('HINCRBY', wf, 'tokens_reserved', neg(t))
+    incr(wf, 'reserved_micros', neg(a))
+    incr(wf, 'tokens_reserved', neg(t))
   else
-    redis.call('HINCRBY', wf, 'spent_micros', neg(a))
-    redis.call('HINCRBY', wf, 'tokens_spent', neg(t))
-    redis.call('HINCRBY', wf, 'expired_micros', neg(a))
+    incr(wf, 'spent_micros', neg(a))
+    incr(wf, 'tokens_spent', neg(t))
+    incr(wf, 'expired_micros', neg(a))
   end
 end
 if outcome == 'ok' and has_kb and redis.call('EXISTS', KEYS[5]) == 1 then
   if held then
-    redis.call('HINCRBY', KEYS[5], 'reserved_micros', neg(a))
+    incr(KEYS[5], 'reserved_micros', neg(a))
   else
-    redis.call('HINCRBY', KEYS[5], 'spent_micros', neg(a))
+    incr(KEYS[5], 'spent_micros', neg(a))
   end
 end
 
 if has_wf and redis.call('EXISTS', wf) == 1 then
-  redis.call('HINCRBY', wf, 'spent_micros', cost)
-  redis.call('HINCRBY', wf, 'tokens_spent', ARGV[6])
-  redis.call('HINCRBY', wf, 'calls', ARGV[8])
-  redis.call('HINCRBY', wf, 'retries', ARGV[9])
-  redis.call('HINCRBY', wf, 'fallbacks', ARGV[10])
-  redis.call('HINCRBY', wf, 'partial_streams', ARGV[11])
-  for i = 22 + 2 * tonumber(ARGV[21]), #ARGV, 2 do
-    redis.call('HINCRBY', wf, 'tk:' .. ARGV[i], ARGV[i + 1])
+  incr(wf, 'spent_micros', cost)
+  incr(wf, 'tokens_spent', ARGV[6])
+  incr(wf, 'calls', ARGV[8])
+  incr(wf, 'retries', ARGV[9])
+  incr(wf, 'fallbacks', ARGV[10])
+  incr(wf, 'partial_streams', ARGV[11])
+  for i = kinds, #ARGV, 2 do
+    incr(wf, 'tk:' .. ARGV[i], ARGV[i + 1])
   end
   redis.call('HSET', wf, 'last_seen_at', now)
   if redis.call('HGET', wf, 'status') == 'running' then
@@ -257,7 +320,7 @@ if has_wf and redis.call('EXISTS', wf) == 1 then
   redis.call('EXPIRE', wf, ARGV[15])
 end
 if has_kb and redis.call('EXISTS', KEYS[5]) == 1 then
-  redis.call('HINCRBY', KEYS[5], 'spent_micros', cost)
+  incr(KEYS[5], 'spent_micros', cost)
 end
 if has_wf then redis.call('ZREM', KEYS[4], rid) end
 if has_kb then redis.call('ZREM', KEYS[6], rid) end

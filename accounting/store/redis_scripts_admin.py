@@ -1,17 +1,20 @@
 """Lua scripts of ``RedisStore`` off the request's money path: workflow status,
 completion and caps, the periodic sweep of one tenant, idempotency records, and the
-store-wide epoch (``redis_epoch``). Key layout and ``guard()``: ``redis_scripts``.
+store-wide epoch (``redis_epoch``). Key layout, ``guard()`` and the argument checks
+(``bad_args``, before any write): ``redis_scripts``.
 """
 
 from __future__ import annotations
 
-from accounting.store.redis_scripts import PRELUDE
+from accounting.store.redis_scripts import ARGS, PRELUDE
 
 # KEYS: 1 epoch marker, 2 workflow, 3 workflow holds
 # ARGV: 1-3 guard, 4 base, 5 now, 6 expired-hold ttl s
 STATUS = (
     PRELUDE
     + """
+local bad = bad_args('m3 n5 i6')
+if bad then return bad end
 local g = guard()
 if g then return g end
 sweep(ARGV[4], KEYS[3], ARGV[5], ARGV[6])
@@ -24,6 +27,8 @@ return {'ok', hgetall(KEYS[2])}
 COMPLETE = (
     PRELUDE
     + """
+local bad = bad_args('m3 n5 i6 i8')
+if bad then return bad end
 local g = guard()
 if g then return g end
 local wf = KEYS[2]
@@ -43,6 +48,8 @@ return {'ok', hgetall(wf)}
 SET_CAP = (
     PRELUDE
     + """
+local bad = bad_args('m3 o4 o5')
+if bad then return bad end
 local g = guard()
 if g then return g end
 local wf = KEYS[2]
@@ -67,6 +74,8 @@ return {'ok', hgetall(wf)}
 SWEEP_TENANT = (
     PRELUDE
     + """
+local bad = bad_args('m3 n5 i6 i8')
+if bad then return bad end
 local g = guard()
 if g then return g end
 local limit = tonumber(ARGV[8])
@@ -94,11 +103,13 @@ return {'ok', expired, removed, more}
 IDEM_CLAIM = (
     PRELUDE
     + """
+local bad = bad_args('m3 n6 n7 i8')
+if bad then return bad end
 local g = guard()
 if g then return g end
 local r = redis.call('HMGET', KEYS[2], 'fingerprint', 'state', 'lease_until', 'record',
   'expires_at')
-if r[1] and tonumber(r[5]) > tonumber(ARGV[6]) then
+if r[1] and num(r[5]) > tonumber(ARGV[6]) then
   if r[1] ~= ARGV[4] then return {'conflict'} end
   if r[2] == 'completed' then return {'replay', r[4]} end
   return {'in_flight', r[3]}
@@ -115,6 +126,8 @@ return {'claimed'}
 IDEM_COMPLETE = (
     PRELUDE
     + """
+local bad = bad_args('m3 n6 i7')
+if bad then return bad end
 local g = guard()
 if g then return g end
 local r = redis.call('HMGET', KEYS[2], 'state', 'token')
@@ -130,6 +143,8 @@ return {'ok', 1}
 IDEM_RELEASE = (
     PRELUDE
     + """
+local bad = bad_args('m3')
+if bad then return bad end
 local g = guard()
 if g then return g end
 local r = redis.call('HMGET', KEYS[2], 'state', 'token')
@@ -156,7 +171,11 @@ return {'ok', e}
 #       4 tenant (lost), 5 ready ttl ms ('' = no write), 6 tenant seen before ('1'/'0')
 # Reply: ok | adopt <epoch> (an operator accepted a reset) | force (lost: rewrite the
 # marker of a tenant this process never saw) | reset <description>
-CHECK = """
+CHECK = (
+    ARGS
+    + """
+local bad = bad_args('n3 o5')
+if bad then return bad end
 if ARGV[5] ~= '' then redis.call('SET', KEYS[3], '1', 'PX', ARGV[5]) end
 local found = redis.call('GET', KEYS[2])
 if found then return {'reset', found} end
@@ -181,6 +200,7 @@ local info = cjson.encode({detected_at = tonumber(ARGV[3]), reason = reason, epo
 redis.call('SET', KEYS[2], info)
 return {'reset', info}
 """
+)
 
 # KEYS: 1 epoch, 2 reset_detected. ARGV: 1 the new epoch
 ACCEPT = """

@@ -46,8 +46,14 @@ from accounting.store.base import (
 from accounting.store.common import (
     DEFAULT_WORKFLOW_TTL_S,
     IdSource,
+    check_duration,
+    check_limit,
+    check_period,
+    check_time,
     period_start,
+    validate_caps,
     validate_request,
+    validate_settle,
 )
 from accounting.store.sqlite_batch import WriteBatcher
 from accounting.store.sqlite_schema import connect
@@ -152,43 +158,57 @@ class SqliteStore:
         return outcome
 
     async def settle(self, res: Reservation, charge: Charge, now: float) -> Settled:
+        validate_settle(res, charge, now)
         return await self._write(settle, res, charge, now)
 
     async def get_workflow(self, key: str, workflow_id: str, now: float) -> WorkflowState | None:
+        check_time("now", now)
         return await self._write(admin.status, key, workflow_id, now)
 
     async def complete_workflow(
         self, key: str, workflow_id: str, now: float
     ) -> WorkflowState | None:
+        check_time("now", now)
         return await self._write(admin.complete, key, workflow_id, now)
 
     async def set_workflow_cap(
         self, key: str, workflow_id: str, cap_micros: int | None, cap_tokens: int | None, now: float
     ) -> WorkflowState | None:
+        validate_caps(cap_micros, cap_tokens)
         return await self._write(admin.set_cap, key, workflow_id, cap_micros, cap_tokens)
 
     async def list_stalled(self, idle_before: float, limit: int = 100) -> list[WorkflowState]:
+        check_time("idle_before", idle_before)
+        check_limit(limit)
         return await self._write(admin.stalled, idle_before, limit)
 
     async def count_stalled(self, idle_before: float) -> int:
+        check_time("idle_before", idle_before)
         return await self._read(admin.count_stalled, idle_before)
 
     async def key_spend(self, key: str, period_s: int, now: float) -> KeySpend:
+        check_period("period_s", period_s)
+        check_time("now", now)
         return await self._read(admin.key_spend, key, period_start(now, period_s))
 
     # -- idempotency ------------------------------------------------------------
     async def idem_claim(
         self, key: str, scope: str, fingerprint: str, lease_s: float, now: float
     ) -> IdemClaim:
+        check_duration("lease_s", lease_s)
+        check_time("now", now)
         return await self._write(admin.idem_claim, key, scope, fingerprint, lease_s, now)
 
     async def idem_complete(
         self, key: str, scope: str, token: str, record: bytes, ttl_s: float, now: float
     ) -> bool:
+        check_duration("ttl_s", ttl_s)
+        check_time("now", now)
         return await self._write(admin.idem_complete, key, scope, token, record, now + ttl_s)
 
     async def idem_release(self, key: str, scope: str, token: str) -> None:
         await self._write(admin.idem_release, key, scope, token)
 
     async def sweep(self, now: float) -> int:
+        check_time("now", now)
         return await self._write(admin.sweep, now, now - self.workflow_ttl_s)

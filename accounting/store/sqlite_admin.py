@@ -12,7 +12,7 @@ import sqlite3
 
 from accounting.store import sqlite_ops as ops
 from accounting.store.base import IdemClaim, KeySpend, WorkflowState
-from accounting.store.common import new_token
+from accounting.store.common import new_token, stored_float
 
 
 def status(conn: sqlite3.Connection, key: str, wid: str, now: float) -> WorkflowState | None:
@@ -71,7 +71,7 @@ def key_spend(conn: sqlite3.Connection, key: str, pstart: int) -> KeySpend:
     ).fetchone()
     if row is None:
         return KeySpend(key, pstart, 0, 0)
-    return KeySpend(key, pstart, int(row[0]), int(row[1]))
+    return KeySpend(key, pstart, ops.int64(row[0]), ops.int64(row[1]))
 
 
 # -- idempotency -------------------------------------------------------------------
@@ -88,7 +88,7 @@ def idem_claim(
             return IdemClaim("conflict")
         if row["state"] == "completed":
             return IdemClaim("replay", record=bytes(row["record"]))
-        return IdemClaim("in_flight", lease_until=float(row["lease_until"]))
+        return IdemClaim("in_flight", lease_until=stored_float(row["lease_until"]))
     token, lease_until = new_token(), now + lease_s
     conn.execute(
         "INSERT OR REPLACE INTO idempotency (key, scope, fingerprint, state, token, "

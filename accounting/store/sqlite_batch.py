@@ -15,9 +15,15 @@ timed out was not told "failed" about a write that then lands; only a commit tha
 itself stalls for more than half the timeout (a disk that stops mid-write) can still
 land after its caller gave up.
 
-A batch that fails as a whole (``BEGIN``/``COMMIT`` refused, the disk full, SQLite
-rolling the transaction back by itself) is rolled back and every operation in it gets
-the error, so the connection is always left outside a transaction and usable.
+Whatever an operation raises (a ``sqlite3.Error``, an ``OverflowError`` for an int
+SQLite cannot store, a bug) is rolled back to its savepoint and handed to its caller
+alone; the rest of the batch goes on and commits. A batch that fails as a whole
+(``BEGIN``/``COMMIT`` refused, the disk full, SQLite rolling the transaction back by
+itself) is rolled back and every operation in it gets the error, so the connection is
+always left outside a transaction and usable. Even an exception that escapes all of
+that (one that is no ``Exception``, or a loop that is gone) fails the batch's callers
+with StoreUnavailable and leaves the batcher able to start the next batch: the drain
+never dies holding a transaction or the "scheduled" flag.
 """
 
 from __future__ import annotations
@@ -83,24 +89,50 @@ class WriteBatcher:
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the store's thread: run batches until nothing is queued."""
-        while True:
-            with self._lock:
-                if not self._pending:
-                    self._scheduled = False
-                    return
-                batch = list(self._pending)
-                self._pending.clear()
-            loop.call_soon_threadsafe(_deliver, write_batch(self._conn, batch))
+        batch: list[Op] = []
+        try:
+            while True:
+                with self._lock:
+                    if not self._pending:
+                        self._scheduled = False
+                        return
+                    batch = list(self._pending)
+                    self._pending.clear()
+                loop.call_soon_threadsafe(_deliver, write_batch(self._conn, batch))
+                batch = []
+        except BaseException as exc:
+            self._recover(loop, batch, exc)
+            raise
+
+    def _recover(
+        self, loop: asyncio.AbstractEventLoop, batch: list[Op], exc: BaseException
+    ) -> None:
+        """The drain is dying: roll back, fail its batch and whatever is queued (none of
+        it ran, or it was rolled back), and let the next write start a new drain."""
+        rollback(self._conn)
+        with self._lock:
+            batch += self._pending
+            self._pending.clear()
+            self._scheduled = False
+        error = StoreUnavailable(f"the sqlite writer failed ({exc!r}); the write was not applied")
+        failed: list[Outcome] = [(op.future, False, error) for op in batch]
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(_deliver, failed)
 
 
 def write_batch(conn: sqlite3.Connection, batch: list[Op]) -> list[Outcome]:
+    """Run ``batch`` in one transaction, each operation in its own savepoint."""
     try:
+        rollback(conn)  # a transaction some failure left open must not swallow this batch
         conn.execute("BEGIN IMMEDIATE")
         outcomes = [_one(conn, op) for op in batch]
         conn.execute("COMMIT")
     except Exception as exc:  # noqa: BLE001 - not swallowed: every caller of the batch raises it
         rollback(conn)
         return [(op.future, False, exc) for op in batch]
+    except BaseException:
+        rollback(conn)
+        raise
     return outcomes
 
 
@@ -119,7 +151,7 @@ def _one(conn: sqlite3.Connection, op: Op) -> Outcome:
     conn.execute("SAVEPOINT op")
     try:
         value = op.fn(conn, *op.args)
-    except Exception as exc:  # not swallowed: handed to the caller, which raises it
+    except BaseException as exc:  # not swallowed: handed to the caller, which raises it
         if not conn.in_transaction:
             raise  # SQLite rolled the whole batch back: every operation in it failed
         conn.execute("ROLLBACK TO op")
@@ -129,6 +161,17 @@ def _one(conn: sqlite3.Connection, op: Op) -> Outcome:
     return op.future, True, value
 
 
+def _for_caller(exc: BaseException) -> Exception:
+    """What the caller of a failed operation raises: the operation's exception, unless
+    a future cannot carry it (StopIteration) or it would pose as something else in the
+    caller (a cancellation, an exit, an interrupt of the thread that awaits)."""
+    if isinstance(exc, Exception) and not isinstance(exc, StopIteration):
+        return exc
+    failed = RuntimeError(f"a store operation raised {exc!r}")
+    failed.__cause__ = exc
+    return failed
+
+
 def _deliver(outcomes: list[Outcome]) -> None:
     for future, ok, value in outcomes:
         if future.done():  # its caller timed out or was cancelled
@@ -136,4 +179,4 @@ def _deliver(outcomes: list[Outcome]) -> None:
         if ok:
             future.set_result(value)
         else:
-            future.set_exception(value)
+            future.set_exception(_for_caller(value))

@@ -16,10 +16,13 @@ from typing import Any
 from accounting.errors import BudgetExceeded
 from accounting.store.base import Reservation, Reserved, ReserveRequest, WorkflowState
 from accounting.store.common import (
+    INT64_MAX,
     check_key,
     check_workflow,
     lowered,
     period_start,
+    stored_float,
+    stored_int,
     tokens_json,
 )
 
@@ -45,16 +48,51 @@ def load_wf(conn: sqlite3.Connection, key: str, workflow_id: str) -> Wf | None:
     return _wf_from_row(found) if found is not None else None
 
 
+_CAPS = ("cap_micros", "cap_tokens")  # NULL: no cap
+_COUNTS = (
+    "spent_micros", "reserved_micros", "tokens_spent", "tokens_reserved", "calls", "retries",
+    "fallbacks", "partial_streams", "expired_holds", "expired_micros",
+)  # fmt: skip
+
+
+def int64(raw: object) -> int:
+    """A stored integer (see ``stored_int``) clamped to what SQLite can store: a value
+    that overflowed into a REAL, or text, reads back as an int that can be written
+    back, so one bad row never makes its workflow unwritable."""
+    return max(-INT64_MAX, min(INT64_MAX, stored_int(raw)))
+
+
 def _wf_from_row(row: sqlite3.Row) -> Wf:
+    """A workflow row, whatever its columns hold (see ``int64``, ``stored_float``)."""
     wf = {col: row[col] for col in WF_COLUMNS}
-    wf["tokens_by_kind"] = json.loads(wf["tokens_by_kind"])
+    wf.update({col: int64(wf[col]) for col in _COUNTS})
+    wf.update({col: int64(wf[col]) for col in _CAPS if wf[col] is not None})
+    wf.update({col: stored_float(wf[col]) for col in ("started_at", "last_seen_at")})
+    if wf["completed_at"] is not None:
+        wf["completed_at"] = stored_float(wf["completed_at"])
+    wf["tokens_by_kind"] = _kinds(wf["tokens_by_kind"])
+    wf["status"] = "completed" if wf["status"] == "completed" else "running"
+    wf["step"] = None if wf["step"] is None else str(wf["step"])
     return wf
 
 
+def _kinds(raw: object) -> dict[str, int]:
+    """``tokens_by_kind`` as stored (JSON); anything but a JSON object reads as {}."""
+    try:
+        found = json.loads(raw) if isinstance(raw, str | bytes) else None
+    except ValueError:  # not JSON: the counts by kind are lost, the row stays readable
+        found = None
+    if not isinstance(found, dict):
+        return {}
+    return {str(kind): int64(count) for kind, count in found.items()}
+
+
 def save_wf(conn: sqlite3.Connection, wf: Wf) -> None:
-    values = [wf[col] for col in WF_COLUMNS]
-    values[WF_COLUMNS.index("tokens_by_kind")] = tokens_json(wf["tokens_by_kind"])
-    conn.execute(_SAVE_WF, values)
+    """Write the row back; counters beyond 64 bits saturate rather than fail (caps are
+    checked by the store before any write, ``validate_caps``)."""
+    row = {**wf, **{col: int64(wf[col]) for col in _COUNTS}}
+    row["tokens_by_kind"] = tokens_json({k: int64(v) for k, v in wf["tokens_by_kind"].items()})
+    conn.execute(_SAVE_WF, [row[col] for col in WF_COLUMNS])
 
 
 def to_state(wf: Wf) -> WorkflowState:
@@ -97,7 +135,7 @@ def expire_holds(conn: sqlite3.Connection, holds: Sequence[sqlite3.Row]) -> int:
     """Count each expired hold as spent at its held amount (its replica is gone), in
     its workflow and in the key window it was held against; how many there were."""
     for h in holds:
-        amount, tokens = h["amount_micros"], h["tokens"]
+        amount, tokens = int64(h["amount_micros"]), int64(h["tokens"])
         if h["workflow_id"] is not None:
             conn.execute(
                 "UPDATE workflows SET spent_micros = spent_micros + ?1, "
@@ -167,7 +205,7 @@ def _key_period(conn: sqlite3.Connection, key: str, pstart: int, period_s: int) 
         "SELECT spent_micros + reserved_micros FROM key_periods WHERE key = ? AND period_start = ?",
         (key, pstart),
     ).fetchone()
-    return int(row[0])
+    return int64(row[0])
 
 
 def reserve(conn: sqlite3.Connection, req: ReserveRequest, rid: str) -> Reserved | BudgetExceeded:

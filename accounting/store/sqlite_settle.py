@@ -19,6 +19,7 @@ from accounting.store.common import ORPHAN_WINDOW_S, counted_tokens, tokens_json
 from accounting.store.sqlite_ops import (
     Wf,
     get_state,
+    int64,
     load_wf,
     new_wf,
     open_window,
@@ -34,7 +35,7 @@ def settle(conn: sqlite3.Connection, res: Reservation, charge: Charge, now: floa
     if hold["state"] == "settled":  # settled before: nothing changes
         return Settled(get_state(conn, res.key, res.workflow_id))
     held = hold["state"] == "held"
-    amount, tokens = hold["amount_micros"], hold["tokens"]
+    amount, tokens = int64(hold["amount_micros"]), int64(hold["tokens"])
     wf = load_wf(conn, hold["key"], hold["workflow_id"]) if hold["workflow_id"] else None
     if wf is not None:
         if held:

@@ -1,6 +1,7 @@
 """SqliteStore failure modes: a wedged writer (honest timeouts), a full disk (capped
 file, and a real full filesystem), a read-only file, a failing COMMIT, a failing
-operation. The writer thread is blocked
+operation (an OverflowError, a BaseException, one that kills the drain), a
+transaction left open. The writer thread is blocked
 deterministically by a callable waiting on an Event in the store's own executor."""
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from typing import Any
 import pytest
 
 from accounting.errors import StoreUnavailable
+from accounting.store import sqlite_ops as ops
 from accounting.store.base import Reserved
 from accounting.store.sqlite import SqliteStore
-from tests.contract.helpers import HOUR, NOW, rq
+from accounting.store.sqlite_settle import settle
+from tests.contract.helpers import HOUR, NOW, charge, rq
 
 
 @pytest.fixture(params=[5.0])
@@ -195,3 +198,91 @@ async def test_a_really_full_disk_fails_closed_and_recovers(small_disk: Path) ->
         assert got.workflow is not None and got.workflow.reserved_micros == 1
     finally:
         await store.close()
+
+
+def _committed(path: Path, sql: str) -> list[Any]:
+    """Rows as another connection sees them: only what was committed."""
+    conn = sqlite3.connect(str(path))
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+async def test_an_overflowing_operation_fails_alone_and_the_writer_goes_on(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """Values SQLite cannot store (OverflowError, not sqlite3.Error) inside a batch,
+    bypassing the store's own range checks: each fails alone, the rest commits."""
+    assert store._writes is not None
+    held = await store.reserve(rq(50, workflow_id="wf-held"))
+    huge = [
+        rq(5, workflow_id="wf-x", cap_tokens=2**63),
+        rq(5, workflow_id="wf-x", cap_micros=9223372036855 * 10**6),
+        rq(2**64, workflow_id="wf-x"),
+        rq(5, workflow_id="wf-x", tokens=2**64),
+    ]
+    writes = [store.reserve(rq(1, workflow_id="wf-a"))]
+    writes += [store._writes.run(ops.reserve, req, f"r-{i}") for i, req in enumerate(huge)]
+    writes.append(store._writes.run(settle, held.reservation, charge(2**64), NOW + 1))
+    writes.append(store.reserve(rq(2, workflow_id="wf-b")))
+    outcomes = await _in_one_batch(_block(store), *writes)
+    assert all(isinstance(o, OverflowError) for o in outcomes[1:-1]), outcomes
+    assert isinstance(outcomes[0], Reserved) and isinstance(outcomes[-1], Reserved)
+    wids = "SELECT workflow_id FROM workflows ORDER BY workflow_id"
+    assert _committed(tmp_path / "spend.db", wids) == [("wf-a",), ("wf-b",), ("wf-held",)]
+    assert not await asyncio.wrap_future(_on_writer(store, lambda c: c.in_transaction))
+    # the writer keeps running; the hold whose settle failed is still live
+    after = await store.settle(held.reservation, charge(30), NOW + 2)
+    assert after.workflow is not None and after.workflow.spent_micros == 30
+    await store.ping()
+
+
+class _Halt(BaseException):
+    """Not an Exception (like SystemExit or KeyboardInterrupt)."""
+
+
+async def test_an_exception_that_is_no_exception_fails_only_its_caller(store: SqliteStore) -> None:
+    assert store._writes is not None
+
+    def halts(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO meta VALUES ('half-done', 'x')")
+        raise _Halt
+
+    halted, reserved = await _in_one_batch(
+        _block(store), store._writes.run(halts), store.reserve(rq(5))
+    )
+    assert isinstance(halted, RuntimeError) and isinstance(halted.__cause__, _Halt)
+    assert isinstance(reserved, Reserved)
+    got = await store.reserve(rq(1, now=NOW + 1))
+    assert got.workflow is not None and got.workflow.reserved_micros == 6
+
+
+async def test_a_drain_that_dies_fails_its_batch_and_the_next_write_runs(
+    store: SqliteStore,
+) -> None:
+    """An exception escaping the whole batch (the transaction gone, then a BaseException):
+    every caller of the batch gets StoreUnavailable, nothing stays open or scheduled."""
+    assert store._writes is not None
+
+    def escapes(conn: sqlite3.Connection) -> None:
+        conn.execute("ROLLBACK")
+        raise _Halt
+
+    outcomes = await _in_one_batch(
+        _block(store), store.reserve(rq(5)), store._writes.run(escapes), store.reserve(rq(6))
+    )
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes), outcomes
+    assert await store.get_workflow("team-a", "wf-1", NOW) is None  # rolled back
+    got = await store.reserve(rq(7))
+    assert got.workflow is not None and got.workflow.reserved_micros == 7
+    await store.ping()
+
+
+async def test_a_transaction_left_open_does_not_take_the_next_batch_with_it(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    await asyncio.wrap_future(_on_writer(store, lambda c: c.execute("BEGIN")))
+    got = await store.reserve(rq(3))
+    assert got.workflow is not None
+    assert _committed(tmp_path / "spend.db", "SELECT reserved_micros FROM workflows") == [(3,)]

@@ -154,3 +154,36 @@ async def test_a_newer_file_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(RuntimeError, match="newer than this build"):
         await SqliteStore(path).open()
+
+
+async def test_bad_stored_values_never_make_a_workflow_unreadable(tmp_path: Path) -> None:
+    """A row holding what no write of this version leaves (text in an integer column,
+    a huge REAL, broken JSON; or a sum that overflowed into a REAL) is read back as
+    ints and floats that can be written back: the workflow keeps working."""
+    path = str(tmp_path / "spend.db")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        live = await store.reserve(rq(10, lease_s=5.0))
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute(
+                "UPDATE workflows SET spent_micros = 9223372036854775800, calls = 'abc', "
+                "retries = 1e300, tokens_by_kind = 'not json', started_at = 'x', step = 7"
+            )
+            conn.execute("UPDATE holds SET tokens = 'junk'")
+            conn.commit()
+        finally:
+            conn.close()
+        # expiring the hold overflows spent_micros into a REAL inside SQLite
+        state = await store.get_workflow("team-a", "wf-1", NOW + 10)
+        assert state is not None
+        assert (state.spent_micros, state.calls, state.retries) == (2**63 - 1, 0, 2**63 - 1)
+        assert (state.tokens_by_kind, state.started_at, state.step) == ({}, 0.0, "7")
+        assert [s.workflow_id for s in await store.list_stalled(NOW + 100)] == ["wf-1"]
+        after = (await store.settle(live.reservation, charge(3), NOW + 11)).workflow
+        assert after is not None and after.spent_micros == 2**63 - 1 - 10 + 3
+        again = await store.reserve(rq(1, now=NOW + 12))
+        assert again.workflow is not None and again.workflow.reserved_micros == 1
+    finally:
+        await store.close()
