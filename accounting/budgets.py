@@ -18,7 +18,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from accounting.errors import StoreUnavailable
 from accounting.store.base import (
@@ -68,6 +68,7 @@ class SettleHooks:
     landed_late: Callable[[Reservation, Charge, int], None] = lambda *_: None
     dropped: Callable[[Reservation, Charge], None] = lambda *_: None
     orphan: Callable[[Reservation, Charge], None] = lambda *_: None
+    refused: Callable[[Reservation, Charge, ValueError], None] = lambda *_: None
 
 
 class Budgets:
@@ -123,6 +124,19 @@ class Budgets:
             hold.workflow = await self._settle(hold.reservation, charge)
         except StoreUnavailable as exc:
             self._defer(hold.reservation, charge, exc, 0)
+            return None
+        except ValueError as exc:  # a charge out of the store's range: the hold instead
+            self.hooks.refused(hold.reservation, charge, exc)
+            return await self._settle_at_hold(hold, charge)
+        return hold.workflow
+
+    async def _settle_at_hold(self, hold: Hold, charge: Charge) -> WorkflowState | None:
+        assert hold.reservation is not None
+        worst = replace(charge, cost_micros=hold.amount_micros, tokens={}, rule="worst_case")
+        try:
+            hold.workflow = await self._settle(hold.reservation, worst)
+        except StoreUnavailable as exc:
+            self._defer(hold.reservation, worst, exc, 0)
             return None
         return hold.workflow
 

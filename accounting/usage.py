@@ -75,7 +75,12 @@ def from_openai(block: object) -> Usage:
     )
 
 
+# A count no real answer reaches: a provider reporting more is not believed (the count
+# is unknown and is estimated instead), so a hostile upstream cannot overflow money.
+MAX_REPORTED_TOKENS = 10**12
+
+
 def _int_or_none(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return None
-    return value
+    return value if value <= MAX_REPORTED_TOKENS else None

@@ -16,10 +16,12 @@ from starlette.types import Receive, Scope, Send
 from accounting.budgets import Budgets
 from accounting.store import open_store
 from accounting.store.base import Store
-from gateway import admin, lifecycle, routes, workflows
+from gateway import admin, lifecycle, routes, server, workflows
 from gateway.auth import Authenticator
-from gateway.config import FileConfig, Secrets, load
+from gateway.config import FileConfig, Secrets, load, log_level_from_env, upstream_routes
 from gateway.providers.fasthttp import UpstreamPool
+from gateway.providers.seam import ClientSettings
+from gateway.providers.transport import open_client
 from gateway.runtime import Runtime, build_models, build_providers, build_routes
 from gateway.store_guard import ObservedStore
 from gateway.telemetry import logging as log
@@ -37,10 +39,11 @@ def create_app(
     tracer_provider: TracerProvider | None = None,
 ) -> FastPath:
     """The gateway for ``config``; ``clock`` drives breakers, ``wall`` leases and expiry."""
+    server.configure(config.server)
     pool = _upstream_pool(config)
     providers = build_providers(config, secrets, pool)
     the_store = ObservedStore(store or open_store(config.store))
-    auth = Authenticator(secrets.gateway_keys, secrets.admin_key)
+    auth = Authenticator(secrets.gateway_keys, secrets.admin_key, secrets.metrics_key)
     rt = Runtime(
         config=config,
         models=build_models(config, providers),
@@ -105,12 +108,30 @@ def _routes() -> list[Route]:
 
 
 def _upstream_pool(config: FileConfig) -> UpstreamPool:
-    connections = sum(p.max_connections for p in config.providers.values()) or 100
-    return UpstreamPool(max_connections=connections)
+    """One upstream client per provider (its own connection limit and TLS context), on
+    the transport the config resolves for it (the lean pool, or httpx via a proxy)."""
+    clients = {}
+    for name, route in upstream_routes(config).items():
+        p = config.providers[name]
+        settings = ClientSettings(
+            max_connections=p.max_connections,
+            connect_timeout_s=p.connect_timeout_s,
+            pool_timeout_s=p.connect_timeout_s,
+            keepalive_expiry_s=p.keepalive_expiry_s,
+            max_response_header_bytes=p.max_response_header_bytes,
+            max_response_bytes=p.max_response_bytes,
+        )
+        clients[name] = open_client(
+            route.transport, settings, base_url=p.base_url, proxy=route.proxy, ca_file=p.ca_file
+        )
+        log.event(
+            "upstream_transport", provider=name, transport=route.transport, proxy=route.proxy_shown
+        )
+    return UpstreamPool(clients)
 
 
 def app_from_env() -> FastPath:
     """uvicorn factory for ``--workers N``: each worker loads $SPENDGATE_CONFIG."""
-    log.setup()
+    log.setup(log_level_from_env())
     config, secrets = load(None)
     return create_app(config, secrets)

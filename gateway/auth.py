@@ -50,9 +50,15 @@ def principal_of(key: KeyConfig) -> Principal:
 
 
 class Authenticator:
-    def __init__(self, keys: Sequence[tuple[str, KeyConfig]], admin_key: str | None) -> None:
+    def __init__(
+        self,
+        keys: Sequence[tuple[str, KeyConfig]],
+        admin_key: str | None,
+        metrics_key: str | None = None,
+    ) -> None:
         self._keys = [(_digest(secret), principal_of(key)) for secret, key in keys]
         self._admin = _digest(admin_key) if admin_key else None
+        self._metrics = _digest(metrics_key) if metrics_key else None
         self.open = not self._keys
 
     def authenticate(self, authorization: str | None) -> Principal:
@@ -78,6 +84,19 @@ class Authenticator:
         if self._admin is None:
             return False
         return hmac.compare_digest(_digest(_bearer(authorization)), self._admin)
+
+    @property
+    def metrics_protected(self) -> bool:
+        return self._metrics is not None
+
+    def may_read_metrics(self, authorization: str | None) -> bool:
+        """The metrics key (or the admin key) when one is configured; anyone otherwise."""
+        if self._metrics is None:
+            return True
+        digest = _digest(_bearer(authorization))
+        metrics = hmac.compare_digest(digest, self._metrics)
+        admin = self._admin is not None and hmac.compare_digest(digest, self._admin)
+        return metrics or admin
 
 
 def _bearer(authorization: str | None) -> str:

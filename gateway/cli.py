@@ -15,7 +15,8 @@ from pathlib import Path
 import uvicorn
 import yaml
 
-from gateway.config import ConfigError, load, load_file, resolve_secrets
+from gateway.config import LOG_LEVEL_ENV, ConfigError, load, load_file, resolve_secrets
+from gateway.telemetry.tracing import exporters_from_env
 
 DEMO_PROVIDER_KEY_ENV = "SPENDGATE_DEMO_PROVIDER_KEY"
 
@@ -33,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve in front of a built-in mock provider (no key, no network)",
     )
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     mock = sub.add_parser("mock-provider", help="run the scripted fake upstream")
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=4010)
@@ -75,13 +76,15 @@ def serve_gateway(args: argparse.Namespace) -> int:
     from gateway.telemetry import logging as log
 
     log.setup(args.log_level.upper())
+    os.environ[LOG_LEVEL_ENV] = args.log_level.upper()  # the workers' logging too
     if args.demo:
         args.config = _start_demo()
     if args.config:
         os.environ["SPENDGATE_CONFIG"] = str(Path(args.config).resolve())
     try:
         config, _ = load(args.config)
-    except ConfigError as exc:
+        exporters_from_env()
+    except (ConfigError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
     print(f"spendgate: serving on http://{args.host}:{args.port}/v1", file=sys.stderr)
@@ -95,7 +98,8 @@ def serve_gateway(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level="warning",
         access_log=False,
-        http="httptools",
+        http="gateway.server:GuardedHttpTools",
+        timeout_keep_alive=math.ceil(config.server.keep_alive_timeout_s),
         loop="uvloop",
         # whole seconds, rounded up: a fraction must not turn into 'no limit'
         timeout_graceful_shutdown=math.ceil(config.defaults.shutdown_grace_s),

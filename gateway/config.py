@@ -1,8 +1,8 @@
-"""The YAML config, parsed once at start into frozen types.
+"""The YAML config, parsed once at start into frozen types (``config_schema``).
 
 Unknown keys, wrong types, dangling references and missing secrets are refused at
 boot with a message naming the key path (``models.gpt-4o.retry.max_attempts: ...``).
-This module is the only place that reads the environment.
+This module (with ``config_proxy``) is the only place that reads the environment.
 """
 
 from __future__ import annotations
@@ -10,147 +10,56 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from accounting.pricing import Price, bundled_prices
+from gateway.config_proxy import UpstreamRoute, header_safe, upstream_routes
+from gateway.config_schema import (
+    AuthConfig,
+    BreakerConfig,
+    BudgetsConfig,
+    ConfigError,
+    DefaultsConfig,
+    FileConfig,
+    IdempotencyConfig,
+    KeyConfig,
+    ModelConfig,
+    PriceConfig,
+    ProviderConfig,
+    RetryConfig,
+    ServerConfig,
+    WorkflowsConfig,
+    period_seconds,
+)
 
-
-class ConfigError(Exception):
-    """The config is unusable; ``problems`` lists each one as ``path: message``."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("invalid config:\n  " + "\n  ".join(problems))
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-_PERIOD = re.compile(r"^(\d+)([smhd])$")
-_PERIOD_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def period_seconds(text: str) -> int:
-    match = _PERIOD.match(text)
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"{text!r} is not a period like 30d, 12h, 90m")
-    return int(match.group(1)) * _PERIOD_S[match.group(2)]
-
-
-class KeyConfig(_Strict):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
-    key_env: str
-    models: tuple[str, ...] | None = None
-    max_workflow_budget_usd: Decimal | None = Field(default=None, ge=0)
-    budget_usd: Decimal | None = Field(default=None, ge=0)
-    budget_period: str = "30d"
-
-    @field_validator("budget_period")
-    @classmethod
-    def _period(cls, value: str) -> str:
-        period_seconds(value)
-        return value
-
-
-class AuthConfig(_Strict):
-    admin_key_env: str | None = None
-    keys: tuple[KeyConfig, ...] = ()
-
-
-class ProviderConfig(_Strict):
-    kind: Literal["openai", "anthropic"]
-    base_url: str = Field(pattern=r"^https?://")
-    api_key_env: str
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    first_token_timeout_s: float = Field(default=120.0, gt=0)
-    idle_timeout_s: float = Field(default=60.0, gt=0)
-    max_connections: int = Field(default=200, ge=1)
-    anthropic_version: str = "2023-06-01"
-
-
-class PriceConfig(_Strict):
-    input_per_mtok: Decimal = Field(ge=0)
-    output_per_mtok: Decimal = Field(ge=0)
-    cached_input_per_mtok: Decimal | None = Field(default=None, ge=0)
-
-
-class RetryConfig(_Strict):
-    max_attempts: int = Field(default=3, ge=1, le=20)
-    initial_backoff_s: float = Field(default=0.5, gt=0)
-    max_backoff_s: float = Field(default=20.0, gt=0)
-    max_retry_after_s: float = Field(default=60.0, ge=0)
-
-
-class BreakerConfig(_Strict):
-    fail_max: int = Field(default=5, ge=1)
-    reset_timeout_s: float = Field(default=30.0, gt=0)
-
-
-class ModelConfig(_Strict):
-    provider: str
-    upstream_model: str
-    kind: Literal["chat", "embeddings"] = "chat"
-    price: PriceConfig | None = None
-    max_output_tokens: int | None = Field(default=None, ge=1)
-    fallbacks: tuple[str, ...] = ()
-    context_window_fallbacks: tuple[str, ...] = ()
-    retry: RetryConfig | None = None
-    breaker: BreakerConfig | None = None
-
-
-class DefaultsConfig(_Strict):
-    request_timeout_s: float = Field(default=600.0, gt=0)
-    max_request_timeout_s: float = Field(default=3600.0, gt=0)
-    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    max_output_tokens: int = Field(default=16384, ge=1)
-    retry: RetryConfig = RetryConfig()
-    breaker: BreakerConfig = BreakerConfig()
-    retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
-    retry_budget_min: int = Field(default=3, ge=0)
-    shutdown_grace_s: float = Field(default=30.0, ge=0)
-    # An abandoned plain answer is read on this long to learn what the provider billed.
-    drain_timeout_s: float = Field(default=600.0, ge=0)
-    # A hold outlives its request's deadline by this much (plus the drain time for
-    # plain answers) before it is counted as spent: only a replica that died leaves it.
-    lease_margin_s: float = Field(default=60.0, gt=0)
-    # How often the store checks itself (a Redis that lost its data) and, after an
-    # accepted reset, resumes.
-    store_check_interval_s: float = Field(default=5.0, gt=0)
-
-
-class IdempotencyConfig(_Strict):
-    ttl_s: float = Field(default=86400.0, gt=0)
-    derive_from_workflow_step: bool = False
-    max_record_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-
-
-class BudgetsConfig(_Strict):
-    # A stream the gateway closed while the upstream was still generating (the client
-    # left, a timeout, the shutdown) may have produced tokens that never reached us:
-    # they are charged as this allowance on top of what arrived.
-    cut_stream_allowance_tokens: int = Field(default=16, ge=0, le=100_000)
-
-
-class WorkflowsConfig(_Strict):
-    stall_after_s: float = Field(default=900.0, gt=0)
-    check_interval_s: float = Field(default=30.0, gt=0)
-
-
-class FileConfig(_Strict):
-    store: str = "sqlite:///./spendgate.db"
-    auth: AuthConfig = AuthConfig()
-    providers: dict[str, ProviderConfig]
-    models: dict[str, ModelConfig]
-    defaults: DefaultsConfig = DefaultsConfig()
-    idempotency: IdempotencyConfig = IdempotencyConfig()
-    budgets: BudgetsConfig = BudgetsConfig()
-    workflows: WorkflowsConfig = WorkflowsConfig()
+__all__ = [
+    "AuthConfig",
+    "BreakerConfig",
+    "BudgetsConfig",
+    "ConfigError",
+    "DefaultsConfig",
+    "FileConfig",
+    "IdempotencyConfig",
+    "KeyConfig",
+    "ModelConfig",
+    "PriceConfig",
+    "ProviderConfig",
+    "RetryConfig",
+    "Secrets",
+    "ServerConfig",
+    "UpstreamRoute",
+    "WorkflowsConfig",
+    "header_safe",
+    "load",
+    "parse",
+    "period_seconds",
+    "resolve_secrets",
+    "upstream_routes",
+]
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -171,8 +80,25 @@ def parse(raw: object) -> FileConfig:
     return config
 
 
+# Model and provider names travel in response headers and metric labels: printable
+# ASCII without spaces, quotes or separators that a header or a label would mangle.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
+
+
+def _check_names(config: FileConfig) -> list[str]:
+    problems = []
+    for section, names in (("models", config.models), ("providers", config.providers)):
+        for name in names:
+            if not _NAME.match(name):
+                problems.append(
+                    f"{section}.{name!r}: a name must be 1-128 characters of A-Z a-z 0-9 "
+                    "and . _ : / @ + - (starting with a letter or digit)"
+                )
+    return problems
+
+
 def _check_references(config: FileConfig) -> list[str]:
-    problems: list[str] = []
+    problems: list[str] = _check_names(config)
     table = bundled_prices()[1]
     for name, model in config.models.items():
         path = f"models.{name}"
@@ -269,6 +195,12 @@ class Secrets(BaseModel):
     provider_keys: dict[str, str]
     gateway_keys: tuple[tuple[str, KeyConfig], ...]  # (secret, key)
     admin_key: str | None
+    metrics_key: str | None = None
+
+    def every_secret(self) -> list[str]:
+        """Every secret value, for scrubbing what upstreams echo back."""
+        found = [*self.provider_keys.values(), *(secret for secret, _ in self.gateway_keys)]
+        return found + [s for s in (self.admin_key, self.metrics_key) if s]
 
     def __repr__(self) -> str:  # never print a secret
         return f"Secrets(providers={sorted(self.provider_keys)}, keys={len(self.gateway_keys)})"
@@ -290,14 +222,30 @@ def resolve_secrets(config: FileConfig, environ: Mapping[str, str] | None = None
         name: read(p.api_key_env, f"providers.{name}.api_key_env")
         for name, p in config.providers.items()
     }
+    for name, p in config.providers.items():
+        if not header_safe(providers[name]):
+            problems.append(
+                f"providers.{name}.api_key_env: environment variable {p.api_key_env} holds "
+                "a CR, LF or NUL (a trailing newline?), which cannot go in a header"
+            )
     keys = tuple(
         (read(k.key_env, f"auth.keys.{i}.key_env"), k) for i, k in enumerate(config.auth.keys)
     )
     admin_env = config.auth.admin_key_env
     admin = read(admin_env, "auth.admin_key_env") if admin_env else None
+    metrics_env = config.auth.metrics_key_env
+    metrics = read(metrics_env, "auth.metrics_key_env") if metrics_env else None
     if problems:
         raise ConfigError(problems)
-    return Secrets(provider_keys=providers, gateway_keys=keys, admin_key=admin)
+    return Secrets(provider_keys=providers, gateway_keys=keys, admin_key=admin, metrics_key=metrics)
+
+
+LOG_LEVEL_ENV = "SPENDGATE_LOG_LEVEL"
+
+
+def log_level_from_env() -> str:
+    """The log level ``spendgate serve --log-level`` handed to its worker processes."""
+    return os.environ.get(LOG_LEVEL_ENV, "INFO")
 
 
 def config_path_from_env() -> str | None:

@@ -127,9 +127,9 @@ def _budget(exc: BudgetExceeded) -> GatewayError:
 
 
 def _routing_failed(exc: RoutingFailed, last: UpstreamError | None = None) -> GatewayError:
-    last = last or exc.last
-    summary = str(exc) or last.message
-    if last.kind == "rate_limited":
+    last = last or (exc.last if exc.failures else None)
+    summary = str(exc) or (last.message if last is not None else "no candidate could be tried")
+    if last is not None and last.kind == "rate_limited":
         headers = {}
         if last.retry_after_s is not None:
             headers["retry-after"] = _retry_after(last.retry_after_s)

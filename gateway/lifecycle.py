@@ -58,6 +58,10 @@ def _dropped(res: Reservation, charge: Charge) -> None:
     log.event("settle_dropped", level=40, **_fields(res, charge))
 
 
+def _refused(res: Reservation, charge: Charge, exc: ValueError) -> None:
+    log.event("settle_refused", level=40, error=str(exc), **_fields(res, charge))
+
+
 def _orphan(res: Reservation, charge: Charge) -> None:
     metrics.SETTLE_ORPHANS.inc()
     log.event("settle_without_hold", level=30, **_fields(res, charge))

@@ -23,6 +23,7 @@ from typing import Any
 from accounting.errors import BudgetExceeded
 from accounting.pricing import worst_case_micros
 from gateway.context import Answer, Attempt, Ctx, StreamAnswer
+from gateway.counting import MAX_COUNTED_BYTES
 from gateway.drain import drain
 from gateway.providers.base import Completed, UpstreamCall, UpstreamStream
 from gateway.providers.classify import stream_broken
@@ -61,6 +62,7 @@ async def run(rt: Runtime, ctx: Ctx) -> Answer | StreamAnswer:
             hooks,
             sdk_retrying=ctx.sdk_retrying,
             on_fallback=lambda a, b, why: _on_fallback(ctx, a, b, why),
+            allowed=ctx.principal.may_use,
         )
 
 
@@ -101,8 +103,16 @@ async def _reserve(rt: Runtime, ctx: Ctx, m: ModelRuntime, step: Step) -> Attemp
             return _opened(ctx, await _hold(rt, ctx, m, step, prompt, out))
         except BudgetExceeded:
             pass
-    upper = await asyncio.to_thread(ctx.prompt_upper, m)
-    return _opened(ctx, await _hold(rt, ctx, m, step, upper, out))
+    upper = await _counted_upper(rt, ctx, m)
+    return _opened(ctx, await _hold(rt, ctx, m, step, min(upper or prompt, prompt), out))
+
+
+async def _counted_upper(rt: Runtime, ctx: Ctx, m: ModelRuntime) -> int | None:
+    """The tokenizer's upper bound of the prompt, unless counting would cost too much
+    (a huge body, or the counting pool is busy): then None, and the bound stands."""
+    if ctx.body_bytes > MAX_COUNTED_BYTES:
+        return None
+    return await rt.counter.run(lambda: ctx.prompt_upper(m))
 
 
 def _opened(ctx: Ctx, at: Attempt) -> Attempt:

@@ -52,6 +52,7 @@ class SSEResponse:
         self.answer = answer
         self.headers = headers
         self.frames: list[bytes] | None = [] if ex.claim is not None else None
+        self.recorded = 0
         self.raw_headers = SSE_HEADERS + [(k.encode(), v.encode()) for k, v in headers.items()]
         self.client_gone = False
         self.error: GatewayError | None = SHUTDOWN
@@ -111,13 +112,29 @@ class SSEResponse:
 
     async def _send(self, send: Send, chunk: bytes) -> None:
         if self.frames is not None:
-            self.frames.append(chunk)
+            self._record(chunk)
         await _body(send, chunk)
+
+    def _record(self, chunk: bytes) -> None:
+        """Keep the frames for the idempotency record, up to its limit: past it the
+        answer will not be stored, so nothing more is kept (at once, not at the end)."""
+        assert self.frames is not None
+        self.recorded += len(chunk)
+        if self.recorded > self.ex.rt.config.idempotency.max_record_bytes:
+            self.frames = None
+            log.event("idempotency_record_too_large", level=30, size=self.recorded)
+            return
+        self.frames.append(chunk)
 
     async def _finish(self, send: Send, cut: str | None) -> None:
         """Finish the exchange (which settles the attempt), then the last bytes."""
         ex, answer = self.ex, self.answer
-        await answer.stream.aclose()
+        # A finished stream waits a moment for its message's end (to keep the upstream
+        # connection) while it is settled; a cut one is closed first, so that what had
+        # already arrived is counted.
+        closing = asyncio.ensure_future(answer.stream.aclose())
+        if not answer.stream.state.done:
+            await closing
         _observe(answer, cut)
         terminal = sse.DONE_FRAME if self.error is None else error_event(self.error)
         record = None
@@ -131,6 +148,7 @@ class SSEResponse:
             )
             with contextlib.suppress(OSError):
                 await _body(send, b": spendgate " + tail + b"\n\n" + terminal, more=False)
+        await closing
 
 
 def _observe(answer: StreamAnswer, cut: str | None) -> None:

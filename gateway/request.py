@@ -19,7 +19,19 @@ from gateway.providers.base import Endpoint
 from gateway.runtime import Runtime
 from policies.deadline import Deadline, timeout_seconds
 
-_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
+WORKFLOW_ID = _ID = re.compile(r"^[\x21-\x7e]{1,200}$")
+_RETRY_COUNT = re.compile(r"^[0-9]{1,4}$")
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+_TOKENS = re.compile(r"^\s*[0-9]{1,16}\s*$")
+
+# Every number a client sends is bounded where it is parsed (a 400 names the field and
+# the range), so nothing out of range reaches money arithmetic or a store.
+MAX_BUDGET_MICROS = 10**15  # $1,000,000,000
+MAX_BUDGET_TOKENS = 10**12
+MAX_OUTPUT_LIMIT = 10_000_000  # max_tokens and its siblings
+MAX_CHOICES = 128
+OUTPUT_LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+MAX_DEPTH = 254  # orjson's own limit when serialising
 
 
 async def read_json(request: Request, limit: int) -> tuple[dict[str, Any], int]:
@@ -34,13 +46,27 @@ async def read_json(request: Request, limit: int) -> tuple[dict[str, Any], int]:
         if size > limit:
             raise _too_large(limit)
         chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
-        body = orjson.loads(b"".join(chunks))
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"the request body is not valid JSON ({exc})") from None
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
+    _check_depth(raw, body)
     return body, size
+
+
+def _check_depth(raw: bytes, body: dict[str, Any]) -> None:
+    """The body can be serialised again (for the upstream, a fingerprint, a count):
+    orjson refuses to nest deeper than its limit. Only a body with that many brackets
+    at all can nest that deep, and counting bytes costs next to nothing."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return
+    try:
+        orjson.dumps(body)
+    except TypeError:
+        raise bad_request(f"the request body nests deeper than {MAX_DEPTH} levels") from None
 
 
 def _too_large(limit: int) -> GatewayError:
@@ -54,8 +80,8 @@ def _too_large(limit: int) -> GatewayError:
 
 def check_model(rt: Runtime, principal: Principal, body: dict[str, Any], endpoint: Endpoint) -> str:
     model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("'model' is required and must be a string", "model")
+    if not isinstance(model, str) or not 0 < len(model) <= 256:
+        raise bad_request("'model' is required and must be a string of 1-256 characters", "model")
     runtime = rt.models.get(model)
     if runtime is None:
         raise GatewayError(
@@ -76,13 +102,36 @@ def check_model(rt: Runtime, principal: Principal, body: dict[str, Any], endpoin
         )
     if runtime.kind != endpoint:
         raise bad_request(f"the model {model!r} is a {runtime.kind} model, not {endpoint}", "model")
+    check_body(body, endpoint)
+    return model
+
+
+def check_body(body: dict[str, Any], endpoint: Endpoint) -> None:
+    """The fields that reach the gateway's own decisions have the right types and
+    ranges; the rest is the provider's to judge."""
     if endpoint == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise bad_request("'messages' must be a non-empty list", "messages")
+        for index, message in enumerate(messages):
+            if not isinstance(message, dict):
+                raise bad_request(f"'messages[{index}]' must be an object", "messages")
     if not isinstance(body.get("stream", False), bool):
         raise bad_request("'stream' must be true or false", "stream")
-    return model
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise bad_request("'stream_options' must be an object", "stream_options")
+    for name in OUTPUT_LIMITS:
+        _bounded_int(body, name, 1, MAX_OUTPUT_LIMIT)
+    _bounded_int(body, "n", 1, MAX_CHOICES)
+
+
+def _bounded_int(body: dict[str, Any], name: str, low: int, high: int) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise bad_request(f"'{name}' must be a whole number from {low} to {high}", name)
 
 
 def _header_id(request: Request, name: str) -> str | None:
@@ -127,16 +176,23 @@ def workflow_scope(request: Request, principal: Principal) -> Scope:
 
 def _usd_header(text: str) -> int:
     try:
-        return usd_to_micros(text)
+        micros = usd_to_micros(text)
     except ValueError as exc:
         raise bad_request(f"X-Workflow-Budget-Usd: {exc}") from None
+    if micros > MAX_BUDGET_MICROS:
+        raise bad_request(
+            f"X-Workflow-Budget-Usd must be at most {micros_to_usd(MAX_BUDGET_MICROS)}"
+        )
+    return micros
 
 
 def _tokens_header(text: str | None) -> int | None:
     if text is None:
         return None
-    if not text.strip().isdigit():
-        raise bad_request(f"X-Workflow-Budget-Tokens must be a whole number, got {text!r}")
+    if not _TOKENS.match(text) or int(text) > MAX_BUDGET_TOKENS:
+        raise bad_request(
+            f"X-Workflow-Budget-Tokens must be a whole number from 0 to {MAX_BUDGET_TOKENS}"
+        )
     return int(text)
 
 
@@ -162,7 +218,7 @@ def build_ctx(
     retry_count = request.headers.get("x-stainless-retry-count", "0")
     upstream = {"x-request-id": request_id}
     traceparent = request.headers.get("traceparent")
-    if traceparent:
+    if traceparent and _TRACEPARENT.match(traceparent):  # anything else is not forwarded
         upstream["traceparent"] = traceparent
     return Ctx(
         request_id=request_id,
@@ -173,6 +229,6 @@ def build_ctx(
         stream=bool(body.get("stream")) and endpoint == "chat",
         deadline=Deadline(time.monotonic() + seconds, time.monotonic),
         scope=workflow_scope(request, principal),
-        sdk_retrying=retry_count.isdigit() and int(retry_count) > 0,
+        sdk_retrying=bool(_RETRY_COUNT.match(retry_count)) and int(retry_count) > 0,
         upstream_headers=upstream,
     )

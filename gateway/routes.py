@@ -9,7 +9,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from accounting.errors import AccountingError, BudgetExceeded
+from accounting.errors import AccountingError, BudgetExceeded, StoreReset
 from gateway import idempotency, pipeline
 from gateway.context import Answer, Ctx, response_headers
 from gateway.errors import GatewayError, translate
@@ -154,22 +154,51 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Ready when a write to the store goes through in time (a full disk, a wedged
-    writer, a paused or reset Redis: 503)."""
+    writer, a paused or reset Redis: 503). Details only for the metrics key (when one
+    is configured), and never an address."""
     rt = runtime(request)
-    reset = rt.store.reset_info()
-    if reset is not None:
-        return json_response({"status": "unavailable", "store": "reset", "detected": reset}, 503)
+    details = rt.auth.may_read_metrics(request.headers.get("authorization"))
+    problem = await _store_problem(rt)
+    if problem is None:
+        body: dict[str, Any] = {"status": "ready"}
+        if details:
+            body["models"] = len(rt.models)
+        return json_response(body)
+    body = {"status": "unavailable"}
+    if details:
+        body["store"] = problem
+        reset = rt.store.reset_info()
+        if reset is not None:
+            body["detected"] = reset
+    return json_response(body, 503)
+
+
+async def _store_problem(rt: Runtime) -> str | None:
+    if rt.store.reset_info() is not None:
+        return "reset: the store lost its data"
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
             await rt.store.ping()
     except TimeoutError:
-        return json_response({"status": "unavailable", "store": "timed out"}, 503)
-    except AccountingError as exc:
-        return json_response({"status": "unavailable", "store": str(exc)}, 503)
-    return json_response({"status": "ready", "models": len(rt.models)})
+        return "timed out"
+    except StoreReset:
+        return "reset: the store lost its data"
+    except AccountingError:
+        return "unavailable"
+    return None
 
 
 async def prometheus(request: Request) -> Response:
-    runtime(request).inflight.export()
+    rt = runtime(request)
+    if not rt.auth.may_read_metrics(request.headers.get("authorization")):
+        return error_response(
+            GatewayError(
+                401,
+                "invalid_api_key",
+                "/metrics needs the metrics key (auth.metrics_key_env): "
+                "'Authorization: Bearer <metrics key>'",
+            )
+        )
+    rt.inflight.export()
     body, content_type = metrics.exposition()
     return Response(body, 200, media_type=content_type)

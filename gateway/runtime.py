@@ -14,11 +14,13 @@ from accounting.store.base import Store, WorkflowState
 from accounting.store.common import IdSource
 from gateway.auth import Authenticator
 from gateway.config import FileConfig, ModelConfig, Secrets, max_output_of, price_of
+from gateway.counting import Counter
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Provider
 from gateway.providers.fasthttp import UpstreamPool
 from gateway.providers.openai_compat import OpenAIProvider
 from gateway.providers.transport import Transport
+from gateway.scrub import Scrubber
 from gateway.telemetry import logging as log
 from gateway.telemetry import metrics
 from gateway.telemetry.tracing import Tracing
@@ -73,6 +75,7 @@ class Runtime:
     inflight: metrics.Inflight = field(default_factory=metrics.Inflight)
     request_ids: IdSource = field(default_factory=IdSource)
     seen: WorkflowMemory = field(default_factory=lambda: WorkflowMemory())
+    counter: Counter = field(default_factory=Counter)
 
     @property
     def drain_s(self) -> float:
@@ -94,13 +97,15 @@ def build_providers(
     config: FileConfig, secrets: Secrets, pool: UpstreamPool
 ) -> dict[str, Provider]:
     providers: dict[str, Provider] = {}
+    scrubber = Scrubber(secrets.every_secret())
     for name, p in config.providers.items():
         transport = Transport(
-            pool,
+            pool[name],
             name,
-            connect_timeout_s=p.connect_timeout_s,
             idle_timeout_s=p.idle_timeout_s,
             first_token_timeout_s=p.first_token_timeout_s,
+            max_event_bytes=p.max_event_bytes,
+            scrubber=scrubber,
         )
         key = secrets.provider_keys[name]
         if p.kind == "anthropic":

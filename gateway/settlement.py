@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from accounting.meter import final_usage
+from accounting.meter import bounded_usage, final_usage
 from accounting.pricing import cost_micros, worst_case_micros
 from accounting.store.base import Charge
 from accounting.usage import Usage
@@ -43,10 +43,7 @@ async def settle_answer(rt: Runtime, ctx: Ctx, at: Attempt, done: Completed, rul
     """A whole answer arrived (``rule`` reported or drained)."""
     usage = done.usage
     if not usage.complete:
-        model = at.model
-        usage, _ = await asyncio.to_thread(
-            final_usage, usage, done.text, model.upstream_model, lambda: ctx.prompt_upper(model)
-        )
+        usage = await _metered(rt, ctx, at, usage, done.text)
         rule = "estimated" if rule == "reported" else rule
     await charge(rt, ctx, at, usage, rule)
 
@@ -72,18 +69,44 @@ async def settle_received(rt: Runtime, ctx: Ctx, at: Attempt) -> None:
         return
     # A stream that finished properly but reported no usage is whole: only estimated.
     rule = "estimated" if state.done else "received"
-    usage, _ = await asyncio.to_thread(
-        final_usage,
+    usage = await _metered(
+        rt,
+        ctx,
+        at,
         state.usage,
         state.received_text(),
-        at.model.upstream_model,
-        lambda: ctx.prompt_upper(at.model),
         final=state.usage_final,
+        extra=state.overflow_bytes,
     )
     if not (state.done or state.ended_by_upstream):  # we cut it while it generated
         allowance = rt.config.budgets.cut_stream_allowance_tokens
         usage = replace(usage, partial_output_tokens=(usage.partial_output_tokens or 0) + allowance)
     await charge(rt, ctx, at, usage, rule)
+
+
+async def _metered(
+    rt: Runtime,
+    ctx: Ctx,
+    at: Attempt,
+    usage: Usage,
+    text: str,
+    *,
+    final: bool = True,
+    extra: int = 0,
+) -> Usage:
+    """``usage`` completed by the tokenizer on the counting pool; by byte bounds when
+    the pool is saturated (never less than the truth, only less precise)."""
+    model = at.model.upstream_model
+
+    def count() -> Usage:
+        prompt = lambda: ctx.prompt_upper(at.model)  # noqa: E731
+        return final_usage(usage, text, model, prompt, final=final, extra_tokens=extra)[0]
+
+    counted = await rt.counter.run(count)
+    if counted is not None:
+        return counted
+    received = len(text.encode("utf-8", "surrogatepass")) + extra
+    return bounded_usage(usage, received, ctx.prompt_bound(), final=final)
 
 
 async def settle_worst(rt: Runtime, ctx: Ctx, at: Attempt) -> None:

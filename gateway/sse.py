@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DONE = b"[DONE]"
+MAX_EVENT_BYTES = 4 * 1024 * 1024
+
+
+class EventTooLarge(ValueError):
+    """One event grew past the decoder's limit (the stream cannot go on)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,30 +19,71 @@ class Event:
 
 
 class Decoder:
-    """Incremental SSE decoder; tolerant of CRLF and of events split across reads."""
+    """Incremental SSE decoder; tolerant of CRLF and of events split across reads.
 
-    __slots__ = ("_buffer",)
+    Linear time: each read is scanned once for event boundaries (CR and CRLF become
+    LF as they arrive; a CRLF split across two reads is joined), and the bytes of an
+    unfinished event are kept apart, never re-split. One event larger than
+    ``max_event_bytes`` raises EventTooLarge (the buffer never holds much more).
+    """
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    __slots__ = ("_buffer", "_cr", "_max")
+
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._buffer = bytearray()  # the unfinished event, LF line ends only
+        self._cr = False  # the last read ended with CR: a leading LF is its pair
+        self._max = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[Event]:
-        buffer = self._buffer + chunk
-        if b"\r" in buffer:
-            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        blocks = buffer.split(b"\n\n")
-        self._buffer = blocks.pop()
+        if not chunk:
+            return []
+        if self._cr:
+            self._cr = False
+            if chunk.startswith(b"\n"):
+                chunk = chunk[1:]
+        if b"\r" in chunk:
+            self._cr = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buffer = self._buffer
+        if buffer:
+            if b"\n\n" not in chunk and not (chunk[:1] == b"\n" and buffer[-1:] == b"\n"):
+                buffer += chunk
+                if len(buffer) > self._max:
+                    self._too_large(len(buffer))
+                return []
+            buffer += chunk
+            chunk = bytes(buffer)
+            buffer.clear()
+        blocks = chunk.split(b"\n\n")
+        rest = blocks.pop()
+        if rest:
+            if len(rest) > self._max:
+                self._too_large(len(rest))
+            buffer += rest
+        if len(chunk) > self._max:
+            for block in blocks:
+                if len(block) > self._max:
+                    self._too_large(len(block))
         return [event for block in blocks if (event := _parse(block)) is not None]
+
+    def _too_large(self, size: int) -> None:
+        self._buffer = bytearray()
+        raise EventTooLarge(f"an event of more than {self._max} bytes ({size} so far)")
 
     def flush(self) -> list[Event]:
         """Whatever complete-looking event is left when the stream ends."""
-        rest, self._buffer = self._buffer, b""
+        rest, self._buffer = bytes(self._buffer), bytearray()
         event = _parse(rest.strip(b"\n"))
         return [event] if event is not None else []
 
     @property
     def pending(self) -> bool:
         return bool(self._buffer.strip())
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for the unfinished event."""
+        return len(self._buffer)
 
 
 def _parse(block: bytes) -> Event | None:

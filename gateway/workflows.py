@@ -14,6 +14,7 @@ from accounting.errors import AccountingError
 from accounting.pricing import micros_to_usd, usd_to_micros
 from accounting.store.base import WorkflowState
 from gateway.errors import GatewayError, bad_request, translate
+from gateway.request import MAX_BUDGET_MICROS, MAX_BUDGET_TOKENS, WORKFLOW_ID
 from gateway.routes import error_response, json_response, runtime
 from gateway.runtime import Runtime
 from gateway.telemetry import logging as log
@@ -57,14 +58,23 @@ def status_of(rt: Runtime, wf: WorkflowState) -> dict[str, Any]:
 
 
 def _not_found(workflow_id: str) -> GatewayError:
-    return GatewayError(404, "workflow_not_found", f"no workflow {workflow_id!r} under this key")
+    shown = workflow_id if len(workflow_id) <= 200 else workflow_id[:200] + "..."
+    return GatewayError(404, "workflow_not_found", f"no workflow {shown!r} under this key")
+
+
+def _workflow_id(request: Request) -> str:
+    """The path's workflow id; one no request could have named is not looked up."""
+    workflow_id: str = request.path_params["workflow_id"]
+    if not WORKFLOW_ID.match(workflow_id):
+        raise _not_found(workflow_id)
+    return workflow_id
 
 
 async def get_workflow(request: Request) -> Response:
     rt = runtime(request)
-    workflow_id = request.path_params["workflow_id"]
     try:
         principal = rt.auth.authenticate(request.headers.get("authorization"))
+        workflow_id = _workflow_id(request)
         wf = await rt.store.get_workflow(principal.name, workflow_id, rt.wall())
         if wf is None:
             raise _not_found(workflow_id)
@@ -75,9 +85,9 @@ async def get_workflow(request: Request) -> Response:
 
 async def complete_workflow(request: Request) -> Response:
     rt = runtime(request)
-    workflow_id = request.path_params["workflow_id"]
     try:
         principal = rt.auth.authenticate(request.headers.get("authorization"))
+        workflow_id = _workflow_id(request)
         before = await rt.store.get_workflow(principal.name, workflow_id, rt.wall())
         wf = await rt.store.complete_workflow(principal.name, workflow_id, rt.wall())
         if wf is None:
@@ -120,7 +130,7 @@ async def admin_workflow(request: Request) -> Response:
     """GET: any key's workflow. PATCH ``{"budget_usd": "..", "budget_tokens": N}``: set caps."""
     try:
         rt = _admin(request)
-        key, workflow_id = request.path_params["key"], request.path_params["workflow_id"]
+        key, workflow_id = request.path_params["key"], _workflow_id(request)
         if request.method == "GET":
             wf = await rt.store.get_workflow(key, workflow_id, rt.wall())
         else:
@@ -153,8 +163,14 @@ async def _caps(request: Request) -> tuple[int | None, int | None]:
         micros = usd_to_micros(str(cap)) if cap is not None else None
     except ValueError as exc:
         raise bad_request(f"budget_usd: {exc}") from None
-    if tokens is not None and (not isinstance(tokens, int) or tokens < 0):
-        raise bad_request("budget_tokens must be a whole number")
+    if micros is not None and micros > MAX_BUDGET_MICROS:
+        raise bad_request(f"budget_usd must be at most {micros_to_usd(MAX_BUDGET_MICROS)}")
+    if tokens is not None and (
+        isinstance(tokens, bool)
+        or not isinstance(tokens, int)
+        or not 0 <= tokens <= MAX_BUDGET_TOKENS
+    ):
+        raise bad_request(f"budget_tokens must be a whole number from 0 to {MAX_BUDGET_TOKENS}")
     return micros, tokens
 
 

@@ -33,10 +33,11 @@ def timeout_seconds(
 
 
 def _positive(text: str, header: str) -> float:
+    shown = text if len(text) <= 32 else text[:32] + "..."
     try:
-        value = float(text)
+        value = float(text) if len(text) <= 32 else math.inf
     except ValueError:
-        raise ValueError(f"{header} must be a number of seconds, got {text!r}") from None
+        raise ValueError(f"{header} must be a number of seconds, got {shown!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{header} must be a positive number of seconds, got {text!r}")
+        raise ValueError(f"{header} must be a positive number of seconds, got {shown!r}")
     return value

@@ -86,9 +86,11 @@ class RoutingFailed(PolicyError):
     """Every candidate failed. The last failure decides the status."""
 
     failures: list[Failure] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # candidates never tried, and why
 
     def __str__(self) -> str:
-        return "; ".join(f"{f.model}: {f.error.message}" for f in self.failures)
+        tried = [f"{f.model}: {f.error.message}" for f in self.failures]
+        return "; ".join(tried + [f"{model} skipped: {why}" for model, why in self.skipped.items()])
 
     @property
     def last(self) -> UpstreamError:

@@ -1,6 +1,8 @@
 """Try candidate models in order; collect each candidate's failure.
 
-A candidate is skipped at once when its breaker is open. The next one is tried when
+A candidate is skipped at once when its breaker is open, or when the caller may not use
+it (``allowed``: a key's model allow-list applies to every candidate, fallbacks
+included). The next one is tried when
 the one before exhausted its retries on retryable errors, or was rate-limited beyond
 what the deadline allows. A client error (4xx) goes back to the caller unchanged,
 except a context-window error, which moves to the failing model's
@@ -47,6 +49,7 @@ class Step:
 class Outcome:
     failures: list[Failure] = field(default_factory=list)
     open_breakers: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # model -> why it was not tried
 
 
 AttemptFn = Callable[[Step], Awaitable[T]]
@@ -61,10 +64,11 @@ async def run(
     *,
     sdk_retrying: bool = False,
     on_fallback: Callable[[str, str, str], None] = lambda *_: None,
+    allowed: Callable[[str], bool] = lambda _: True,
 ) -> T:
-    queue: list[tuple[str, str]] = [(model, "primary")]
-    queue += [(name, "fallback") for name in routes[model].fallbacks]
     outcome = Outcome()
+    queue: list[tuple[str, str]] = [(model, "primary")]
+    queue += _candidates(routes[model].fallbacks, "fallback", allowed, outcome)
     step = Step(model, "primary")
     previous: str | None = None
     while queue:
@@ -84,14 +88,28 @@ async def run(
         except UpstreamError as exc:
             outcome.failures.append(Failure(name, exc))
             if exc.context_window:
-                queue = [(n, "context_window") for n in route.context_window_fallbacks]
+                fallbacks = route.context_window_fallbacks
+                queue = _candidates(fallbacks, "context_window", allowed, outcome)
                 if not queue:
                     raise
             elif not exc.retryable:
                 raise
-    if not outcome.failures:
+    if not outcome.failures and outcome.open_breakers:
         raise NoRouteAvailable(min(outcome.open_breakers.values()), list(outcome.open_breakers))
-    raise RoutingFailed(outcome.failures)
+    raise RoutingFailed(outcome.failures, outcome.skipped)
+
+
+def _candidates(
+    names: tuple[str, ...], reason: str, allowed: Callable[[str], bool], outcome: Outcome
+) -> list[tuple[str, str]]:
+    """The candidates the caller may use, in order; the others are noted as skipped."""
+    kept = []
+    for name in names:
+        if allowed(name):
+            kept.append((name, reason))
+        else:
+            outcome.skipped[name] = "not allowed for this key"
+    return kept
 
 
 async def _run_one(

@@ -51,7 +51,10 @@ def _unquote(inner: str) -> str:
 
 
 def derived_key(workflow_id: str, step: str) -> str:
-    return f"workflow-step:{workflow_id}:{step}"
+    """A key from a workflow and a step. The workflow id's length is part of it, so no
+    two (workflow, step) pairs share a key: (``proj:alpha``, ``deploy``) and (``proj``,
+    ``alpha:deploy``) differ."""
+    return f"workflow-step:{len(workflow_id)}:{workflow_id}:{step}"
 
 
 def fingerprint(body: Mapping[str, Any]) -> str:

@@ -117,26 +117,62 @@ async def call_with_retries(
     """Run ``fn(attempt_number)`` until it succeeds or ``plan_retry`` says stop.
 
     The first attempt runs directly (the common case costs no retry machinery); once it
-    failed with something worth retrying, tenacity drives the rest.
+    failed with something worth retrying, tenacity drives the rest. Every retry token
+    taken from ``budget`` is given back however the call ends, a cancellation during a
+    backoff included.
     """
     budget.requests += 1
+    held = _Tokens(budget)
     try:
         try:
             return await fn(1)
         except UpstreamError as exc:
-            wait = _next_wait(exc, 1, settings, budget, deadline, hooks)
+            wait = held.next_wait(exc, 1, settings, deadline, hooks)
             if wait is None:
                 raise
         await hooks.sleep(wait)
-        return await _retries(fn, settings, budget, deadline, hooks)
+        return await _retries(fn, settings, held, deadline, hooks)
     finally:
+        held.release_all()
         budget.requests -= 1
+
+
+class _Tokens:
+    """The retry tokens one call holds (at most one at a time)."""
+
+    __slots__ = ("budget", "count")
+
+    def __init__(self, budget: RetryBudget) -> None:
+        self.budget = budget
+        self.count = 0
+
+    def next_wait(
+        self,
+        exc: UpstreamError,
+        attempt: int,
+        settings: RetrySettings,
+        deadline: Deadline,
+        hooks: RetryHooks,
+    ) -> float | None:
+        wait = _next_wait(exc, attempt, settings, self.budget, deadline, hooks)
+        if wait is not None:
+            self.count += 1
+        return wait
+
+    def release_one(self) -> None:
+        if self.count:
+            self.count -= 1
+            self.budget.release()
+
+    def release_all(self) -> None:
+        while self.count:
+            self.release_one()
 
 
 async def _retries(
     fn: Callable[[int], Awaitable[T]],
     settings: RetrySettings,
-    budget: RetryBudget,
+    held: _Tokens,
     deadline: Deadline,
     hooks: RetryHooks,
 ) -> T:
@@ -149,7 +185,7 @@ async def _retries(
         if number not in planned:
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, UpstreamError):
-                planned[number] = _next_wait(exc, number, settings, budget, deadline, hooks)
+                planned[number] = held.next_wait(exc, number, settings, deadline, hooks)
             else:
                 planned[number] = None
         return planned[number]
@@ -166,5 +202,5 @@ async def _retries(
             try:
                 return await fn(attempt.retry_state.attempt_number + 1)
             finally:
-                budget.release()
+                held.release_one()
     raise AssertionError("unreachable: tenacity reraises the last error")

@@ -31,6 +31,10 @@ Step keys (all optional; ``{}`` is a normal success)
     ``no_done``: omit ``data: [DONE]`` (Anthropic: ``message_stop``).
     ``malformed_at_chunk: N``: insert the event ``data: {not json`` after N content
     chunks went out (N is a 0-based chunk index; the event carries no tokens).
+    ``error_after_chunks: N``: send N content chunks, then the provider's in-stream
+    error event (OpenAI ``data: {"error": ...}``; Anthropic ``event: error``) and end.
+    ``echo_headers``: error answers and in-stream error events echo the request's
+    headers (credentials included), as debug proxies and some servers do.
     ``tool_call: {"name", "arguments"}``: answer with a tool call (``arguments`` an
     object, sent as ``json.dumps(arguments)``, or a string sent as is).
     ``usage: false``: never send a usage block. ``cached_tokens: N``: report N

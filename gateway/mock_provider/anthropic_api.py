@@ -85,6 +85,8 @@ class MessagesApi:
         record.cached_tokens = plan.cached_tokens
         if call.body.get("stream") is True:
             events = _stream_events(plan, record.id, usage=step.usage)
+            error = {"type": "overloaded_error", "message": "Overloaded" + call.echo()}
+            events.error = sse("error", {"type": "error", "error": error})
             await run_stream(call.ex, record, step, events, call.headers(*SSE_HEADERS))
             return
         document = _message(plan, record.id)

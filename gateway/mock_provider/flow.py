@@ -30,6 +30,12 @@ class Call:
     def model(self) -> str:
         return self.record.model or ""
 
+    def echo(self) -> str:
+        """The request's headers as text, as debug proxies echo them (``echo_headers``)."""
+        if not self.step.echo_headers:
+            return ""
+        return " | request headers: " + "; ".join(f"{k}: {v}" for k, v in self.ex.headers.items())
+
     def headers(self, *extra: tuple[bytes, bytes]) -> HeaderList:
         """Response headers: the API's request id, the step's headers, then ``extra``."""
         own = (self.id_header.encode(), f"req_mock{self.record.id}".encode())
@@ -132,6 +138,8 @@ async def _scripted_answer(api: ProviderApi, call: Call) -> None:
     body = step.body
     if body is None:
         body = api.error_body(status, call.prompt_tokens, step)
+    if step.echo_headers and isinstance(body, dict):
+        body = {**body, "request_headers": call.ex.headers, "echo": call.echo()}
     if step.include_usage_on_error:
         record.prompt_tokens = call.prompt_tokens
         if isinstance(body, dict) and "usage" not in body:

@@ -71,6 +71,7 @@ class StreamEvents:
     tail: list[bytes]  # finish chunk, usage chunk, ...
     terminal: bytes  # ``data: [DONE]`` or ``message_stop``: left out when no_done
     malformed: bytes  # the broken event inserted by ``malformed_at_chunk``
+    error: bytes = b""  # the provider's in-stream error event (``error_after_chunks``)
 
 
 def _cut_at(step: Step, total: int) -> tuple[str, int] | None:
@@ -81,6 +82,7 @@ def _cut_at(step: Step, total: int) -> tuple[str, int] | None:
             ("reset", step.reset_after_chunks),
             ("closed", step.close_after_chunks),
             ("hang", step.hang_after_chunks),
+            ("error_event", step.error_after_chunks),
         )
         if count is not None
     ]
@@ -90,10 +92,13 @@ def _cut_at(step: Step, total: int) -> tuple[str, int] | None:
     return kind, min(count, total)
 
 
-async def _cut(ex: Exchange, record: RequestRecord, kind: str) -> None:
+async def _cut(ex: Exchange, record: RequestRecord, kind: str, error: bytes = b"") -> None:
     record.outcome = kind
     if kind == "reset":
         raise ScriptedReset("scripted connection reset")
+    if kind == "error_event":  # as providers do: an error event, then the end of the body
+        await ex.end(error)
+        return
     if kind == "closed":
         await ex.end()
         return
@@ -111,7 +116,7 @@ async def run_stream(
     cut = _cut_at(step, len(events.content))
     for index, (event, count) in enumerate(events.content):
         if cut is not None and cut[1] == index:
-            return await _cut(ex, record, cut[0])
+            return await _cut(ex, record, cut[0], events.error)
         if step.malformed_at_chunk == index:
             await ex.write(events.malformed)
         if step.chunk_delay_s and not await ex.pause(step.chunk_delay_s):
@@ -124,7 +129,7 @@ async def run_stream(
         record.chunks_sent += 1
         record.completion_tokens += count
     if cut is not None:
-        return await _cut(ex, record, cut[0])
+        return await _cut(ex, record, cut[0], events.error)
     if step.malformed_at_chunk is not None and step.malformed_at_chunk >= len(events.content):
         await ex.write(events.malformed)
     if step.chunk_delay_s and not await ex.pause(step.chunk_delay_s):

@@ -98,6 +98,9 @@ class ChatCompletionsApi(OpenAIApi):
             events = _stream_events(
                 plan, record.id, int(record.started), with_usage=with_usage, usage=call.step.usage
             )
+            error = {"message": "The server had an error while streaming." + call.echo()}
+            events.error = b"data: " + orjson.dumps({"error": {**error, "type": "server_error"}})
+            events.error += b"\n\n"
             await run_stream(call.ex, record, call.step, events, call.headers(*SSE_HEADERS))
             return
         document = _completion(plan, record.id, int(record.started))

@@ -41,6 +41,8 @@ class Step:
     close_after_chunks: int | None = None
     no_done: bool = False
     malformed_at_chunk: int | None = None
+    error_after_chunks: int | None = None
+    echo_headers: bool = False
     tool_call: ToolCall | None = None
     usage: bool = True
     cached_tokens: int = 0
@@ -61,12 +63,14 @@ _BOOL_KEYS = (
     "hang",
     "no_done",
     "usage",
+    "echo_headers",
 )
 _COUNT_KEYS = (
     "hang_after_chunks",
     "reset_after_chunks",
     "close_after_chunks",
     "malformed_at_chunk",
+    "error_after_chunks",
     "completion_tokens",
 )
 _DELAY_KEYS = ("delay_s", "chunk_delay_s")

@@ -22,8 +22,8 @@ from gateway.providers.anthropic_stream import (
 )
 from gateway.providers.anthropic_translate import TranslationError, to_anthropic_request
 from gateway.providers.base import Completed, StreamState, UpstreamCall, pass_headers
-from gateway.providers.classify import json_or_none, stream_broken
-from gateway.providers.fasthttp import Response
+from gateway.providers.classify import MAX_DETAIL, json_or_none, stream_broken
+from gateway.providers.seam import UpstreamResponse
 from gateway.providers.transport import Transport
 from policies.errors import UpstreamError
 
@@ -66,7 +66,7 @@ class AnthropicProvider:
             ) from None
         return orjson.dumps(body)
 
-    def _fail(self, response: Response, body: bytes) -> UpstreamError:
+    def _fail(self, response: UpstreamResponse, body: bytes) -> UpstreamError:
         payload = json_or_none(body)
         usage = None
         if isinstance(payload, dict) and isinstance(payload.get("usage"), dict):
@@ -133,7 +133,7 @@ class AnthropicStream:
     def __init__(
         self,
         provider: str,
-        response: Response,
+        response: UpstreamResponse,
         transport: Transport,
         translator: AnthropicStreamTranslator,
     ) -> None:
@@ -145,12 +145,12 @@ class AnthropicStream:
         self._transport = transport
         self._tr = translator
         self.state.text_source = lambda: translator.generated_so_far
-        self._decoder = sse.Decoder()
+        self._decoder = transport.decoder()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         decoder = self._decoder
-        async for raw in self._transport.chunks(self._response, self.state):
-            out = [frame for event in decoder.feed(raw) for frame in self._on_event(event)]
+        async for events in self._transport.events(self._response, self.state, decoder):
+            out = [frame for event in events for frame in self._on_event(event)]
             if out:
                 yield b"".join(out)
             if self.state.done:
@@ -173,7 +173,8 @@ class AnthropicStream:
         self._sync()
         if self._tr.error is not None:
             self.state.ended_by_upstream = True
-            raise stream_broken(self.provider, f"reported an error: {self._tr.error}")
+            detail = self._transport.scrub(str(self._tr.error)[:MAX_DETAIL])
+            raise stream_broken(self.provider, f"reported an error: {detail}")
         return [sse.frame(orjson.dumps(chunk)) for chunk in chunks]
 
     def _sync(self) -> None:
@@ -181,14 +182,16 @@ class AnthropicStream:
         state.usage = self._tr.usage
         state.usage_final = self._tr.usage_final
         state.content_seen = bool(self._tr.text_so_far)
+        state.overflow_bytes = self._tr.overflow_bytes
         state.finish_reason = self._tr.finish_reason
         state.done = self._tr.stopped and self._tr.finish_reason is not None
 
     async def aclose(self) -> None:
         """Close the upstream; what it already sent us still counts (the meter sees it)."""
-        for event in self._decoder.feed(self._response.take_buffered()):
+        for event in self._transport.leftover(self._response, self._decoder):
             self._absorb(event)
-        await self._response.aclose()
+        # Content complete: wait a moment for the message's end to keep the connection.
+        await self._transport.close(self._response, complete=self.state.done)
 
     def _absorb(self, event: sse.Event) -> None:
         with contextlib.suppress(UpstreamError):  # an error event: its state is recorded

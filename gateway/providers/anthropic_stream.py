@@ -2,7 +2,7 @@
 
 ``from_anthropic_response`` turns a Messages response into a ``chat.completion``;
 ``usage_from_anthropic``/``usage_to_openai`` convert usage blocks; ``error_to_openai`` and
-the ``is_*_error`` classifiers read Anthropic error bodies.
+the ``is_*_error`` classifiers (``anthropic_errors``) read Anthropic error bodies.
 
 ``AnthropicStreamTranslator`` is pure and stateful: feed every parsed SSE event (``event``
 name and decoded ``data``) in order; each call returns the ``chat.completion.chunk`` dicts
@@ -35,7 +35,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from accounting.usage import Usage
+from accounting.usage import MAX_REPORTED_TOKENS, Usage
+from gateway.providers.anthropic_errors import (
+    error_to_openai,
+    is_content_policy_error,
+    is_context_window_error,
+)
 
 JSON = dict[str, Any]
 
@@ -48,25 +53,7 @@ _STOP_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
-_STATUS_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    529: "overloaded_error",
-}
-_CONTEXT_MARKERS = (
-    "prompt is too long",
-    "exceed context limit",
-    "exceeds context limit",
-    "context window",
-    "context length",
-)
-_POLICY_MARKERS = ("content filtering policy", "content policy", "usage policy", "output blocked")
-_MAX_ERROR_MESSAGE = 1000
+KEPT_CHARS = 256 * 1024  # text kept for accounting; past it only its size is counted
 
 
 def map_stop_reason(stop_reason: object) -> str | None:
@@ -155,67 +142,7 @@ def usage_to_openai(usage: Usage) -> JSON:
 def _count(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return None
-    return value
-
-
-# ---------------------------------------------------------------------------- errors
-
-
-def error_to_openai(status: int, body: object) -> JSON:
-    """Anthropic error body (dict, JSON text/bytes or anything) -> OpenAI error body."""
-    kind, message = _error_fields(status, body)
-    code: str | None = None
-    if _is_context_message(status, message):
-        code = "context_length_exceeded"
-    elif _is_policy_message(status, message):
-        code = "content_policy_violation"
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
-
-
-def is_context_window_error(status: int, body: object) -> bool:
-    """True when Anthropic rejected the request because the prompt is too long."""
-    return _is_context_message(status, _error_fields(status, body)[1])
-
-
-def is_content_policy_error(status: int, body: object) -> bool:
-    """True when Anthropic blocked the request or output by content policy."""
-    return _is_policy_message(status, _error_fields(status, body)[1])
-
-
-def _is_context_message(status: int, message: str) -> bool:
-    lowered = message.lower()
-    return status < 500 and any(marker in lowered for marker in _CONTEXT_MARKERS)
-
-
-def _is_policy_message(status: int, message: str) -> bool:
-    lowered = message.lower()
-    return status < 500 and any(marker in lowered for marker in _POLICY_MARKERS)
-
-
-def _error_fields(status: int, body: object) -> tuple[str, str]:
-    parsed = _maybe_json(body)
-    err = parsed.get("error") if isinstance(parsed, dict) else None
-    kind = err.get("type") if isinstance(err, dict) else None
-    message = err.get("message") if isinstance(err, dict) else err
-    if not isinstance(message, str) or not message.strip():
-        text = parsed if isinstance(parsed, str) else ""
-        message = text.strip() or f"upstream returned HTTP {status}"
-    if not isinstance(kind, str) or not kind:
-        fallback = "api_error" if status >= 500 else "invalid_request_error"
-        kind = _STATUS_TYPES.get(status, fallback)
-    return kind, message[:_MAX_ERROR_MESSAGE]
-
-
-def _maybe_json(body: object) -> object:
-    if isinstance(body, bytes | bytearray):
-        body = bytes(body).decode("utf-8", errors="replace")
-    if isinstance(body, str):
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            return body
-        return parsed if isinstance(parsed, dict) else body
-    return body
+    return value if value <= MAX_REPORTED_TOKENS else None  # beyond it: not believed
 
 
 # ---------------------------------------------------------------------------- stream
@@ -244,6 +171,8 @@ class AnthropicStreamTranslator:
         self._error: JSON | None = None
         self._fragments: list[str] = []
         self._unseen: list[str] = []
+        self._kept = 0
+        self.overflow_bytes = 0  # text not kept (past KEPT_CHARS): its UTF-8 size
 
     @property
     def usage(self) -> Usage:
@@ -342,7 +271,7 @@ class AnthropicStreamTranslator:
         if delta.get("type") == "text_delta":
             return self._text_chunks(delta.get("text"))
         if delta.get("type") == "thinking_delta" and isinstance(delta.get("thinking"), str):
-            self._unseen.append(delta["thinking"])  # billed output the client never sees
+            self._keep(self._unseen, delta["thinking"])  # billed output the client never sees
             return []
         tool = self._tool_at(data)
         fragment = delta.get("partial_json")
@@ -398,11 +327,18 @@ class AnthropicStreamTranslator:
     def _text_chunks(self, text: object) -> list[JSON]:
         if not isinstance(text, str) or not text:
             return []
-        self._fragments.append(text)
+        self._keep(self._fragments, text)
         return [self._chunk({"content": text})]
 
+    def _keep(self, where: list[str], text: str) -> None:
+        if self._kept < KEPT_CHARS:
+            where.append(text)
+            self._kept += len(text)
+        else:
+            self.overflow_bytes += len(text.encode("utf-8", "surrogatepass"))
+
     def _arguments_chunk(self, tool: _ToolBlock, fragment: str) -> JSON:
-        self._fragments.append(fragment)
+        self._keep(self._fragments, fragment)
         call = {"index": tool.index, "function": {"arguments": fragment}}
         return self._chunk({"tool_calls": [call]})
 
@@ -418,3 +354,15 @@ class AnthropicStreamTranslator:
         chunk = self._envelope()
         chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
         return chunk
+
+
+__all__ = [
+    "AnthropicStreamTranslator",
+    "error_to_openai",
+    "from_anthropic_response",
+    "is_content_policy_error",
+    "is_context_window_error",
+    "map_stop_reason",
+    "usage_from_anthropic",
+    "usage_to_openai",
+]

@@ -1,8 +1,9 @@
 """The provider seam: one small protocol, one file per upstream API.
 
 A provider translates the client's OpenAI-shaped request for its API, sends it over
-the shared pool, and classifies every failure ONCE into a ``policies.errors
-.UpstreamError``. Only ``complete`` and ``stream`` touch the network.
+its transport (the upstream seam, ``seam.py``), and classifies every failure ONCE
+into a ``policies.errors.UpstreamError``. Only ``complete`` and ``stream`` touch the
+network.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class Completed:
     text: str = ""  # the answer's text, only when usage is incomplete (to estimate it)
 
 
+KEPT_TEXT_CHARS = 256 * 1024
+
+
 @dataclass(slots=True)
 class StreamState:
     """What a stream has told us so far; read by the meter, even after a cut."""
@@ -55,11 +59,24 @@ class StreamState:
     ended_by_upstream: bool = False
     text: list[str] = field(default_factory=list)  # content and tool-call arguments
     content_seen: bool = False  # content (text or tool arguments) went to the client
+    kept_chars: int = 0
+    # Text beyond KEPT_TEXT_CHARS is not kept: only its UTF-8 size, which bounds its
+    # tokens (a byte-level BPE token is at least one byte), so a huge stream costs
+    # neither memory nor minutes of tokenizing.
+    overflow_bytes: int = 0
     anomalies: list[str] = field(default_factory=list)
     text_source: Callable[[], str] | None = None  # for decoders that keep the text
 
+    def add_text(self, text: str) -> None:
+        if self.kept_chars < KEPT_TEXT_CHARS:
+            self.text.append(text)
+            self.kept_chars += len(text)
+        else:
+            self.overflow_bytes += len(text.encode("utf-8", "surrogatepass"))
+
     def received_text(self) -> str:
-        """Everything the provider generated that arrived (for accounting)."""
+        """What the provider generated that arrived and was kept (for accounting; see
+        ``overflow_bytes`` for the rest)."""
         return self.text_source() if self.text_source else "".join(self.text)
 
 

@@ -12,6 +12,7 @@ from accounting.usage import Usage
 from policies.errors import UpstreamError
 from policies.retry_after import parse_retry_after
 
+MAX_DETAIL = 500  # characters of an upstream's own error text kept in our messages
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 529})
 CREDENTIAL_STATUS = frozenset({401, 403})
 

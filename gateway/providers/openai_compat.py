@@ -10,8 +10,8 @@ import orjson
 from accounting.usage import from_openai
 from gateway import sse
 from gateway.providers.base import Completed, StreamState, UpstreamCall, pass_headers
-from gateway.providers.classify import json_or_none, openai_error_code, stream_broken
-from gateway.providers.fasthttp import Response
+from gateway.providers.classify import MAX_DETAIL, json_or_none, openai_error_code, stream_broken
+from gateway.providers.seam import UpstreamResponse
 from gateway.providers.transport import Transport
 from policies.errors import UpstreamError
 
@@ -94,7 +94,12 @@ class OpenAIStream:
     """
 
     def __init__(
-        self, provider: str, response: Response, transport: Transport, *, strip_usage: bool
+        self,
+        provider: str,
+        response: UpstreamResponse,
+        transport: Transport,
+        *,
+        strip_usage: bool,
     ) -> None:
         self.provider = provider
         self.status = response.status_code
@@ -103,13 +108,13 @@ class OpenAIStream:
         self._response = response
         self._transport = transport
         self._strip_usage = strip_usage
-        self._decoder = sse.Decoder()
+        self._decoder = transport.decoder()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         decoder = self._decoder
-        async for raw in self._transport.chunks(self._response, self.state):
+        async for events in self._transport.events(self._response, self.state, decoder):
             # One write per network read: events that arrived together leave together.
-            out = [f for e in decoder.feed(raw) if (f := self._on_event(e.data)) is not None]
+            out = [f for e in events if (f := self._on_event(e.data)) is not None]
             if out:
                 yield b"".join(out)
             if self.state.done:
@@ -142,6 +147,10 @@ class OpenAIStream:
             self.state.usage_final = True
         choices = chunk.get("choices")
         if not choices:
+            if chunk.get("error") is not None:  # the upstream's own in-stream error
+                self.state.ended_by_upstream = True
+                detail = self._transport.scrub(str(chunk["error"])[:MAX_DETAIL])
+                raise stream_broken(self.provider, f"reported an error: {detail}")
             return None if (usage and self._strip_usage) else sse.frame(data)
         self._observe(choices[0])
         return sse.frame(data)
@@ -153,14 +162,14 @@ class OpenAIStream:
         if isinstance(delta, dict):
             content = delta.get("content")
             if isinstance(content, str) and content:
-                self.state.text.append(content)
+                self.state.add_text(content)
                 self.state.content_seen = True
             for call in delta.get("tool_calls") or ():
                 function = call.get("function") if isinstance(call, dict) else None
                 if isinstance(function, dict):
                     for part in (function.get("name"), function.get("arguments")):
                         if isinstance(part, str) and part:
-                            self.state.text.append(part)
+                            self.state.add_text(part)
                             self.state.content_seen = True
         reason = choice.get("finish_reason")
         if isinstance(reason, str):
@@ -168,9 +177,10 @@ class OpenAIStream:
 
     async def aclose(self) -> None:
         """Close the upstream; what it already sent us still counts (the meter sees it)."""
-        for event in self._decoder.feed(self._response.take_buffered()):
+        for event in self._transport.leftover(self._response, self._decoder):
             self._on_event(event.data)
-        await self._response.aclose()
+        # Content complete: wait a moment for the message's end to keep the connection.
+        await self._transport.close(self._response, complete=self.state.done)
 
 
 def _answer_text(payload: dict[str, Any]) -> str:

@@ -1,36 +1,76 @@
-"""The one place that talks HTTP to an upstream and turns transport errors into ours."""
+"""The one place that talks HTTP to an upstream and turns transport errors into ours.
+
+``Transport`` is one provider's view of the upstream seam (``seam.py``): it sends
+over that provider's ``UpstreamClient`` (the lean pool or httpx, see ``open_client``)
+with the provider's timeouts, and classifies what goes wrong once.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Mapping
+from typing import Literal
 
 import httpx
 
 from accounting.usage import Usage
+from gateway import sse
 from gateway.providers.base import StreamState
 from gateway.providers.classify import classify_response, classify_transport, stream_broken
-from gateway.providers.fasthttp import Response, UpstreamPool
+from gateway.providers.fasthttp import FastPool
+from gateway.providers.httpxclient import HttpxClient
+from gateway.providers.seam import (
+    ClientSettings,
+    UpstreamClient,
+    UpstreamRequest,
+    UpstreamResponse,
+    tls_context,
+)
+from gateway.scrub import NOTHING, Scrubber, scrub_bytes
 from policies.errors import UpstreamError
+
+# How long a stream whose content is complete waits for the rest of its message
+# (the chunked terminator after ``[DONE]``) to keep its connection.
+FINISH_S = 0.1
+
+
+def open_client(
+    kind: Literal["fast", "httpx"],
+    settings: ClientSettings,
+    *,
+    base_url: str,
+    proxy: str | None = None,
+    ca_file: str | None = None,
+) -> UpstreamClient:
+    """One provider's client, with its TLS context made now (once)."""
+    tls: ssl.SSLContext | None = None
+    if base_url.startswith("https:") or proxy is not None or ca_file is not None:
+        tls = tls_context(ca_file)
+    if kind == "httpx":
+        return HttpxClient(settings, ssl_context=tls, proxy=proxy)
+    return FastPool(settings, ssl_context=tls)
 
 
 class Transport:
-    """Sends one provider's requests over the shared pool with its timeouts."""
+    """Sends one provider's requests over its client with its timeouts."""
 
     def __init__(
         self,
-        pool: UpstreamPool,
+        client: UpstreamClient,
         provider: str,
         *,
-        connect_timeout_s: float,
         idle_timeout_s: float,
         first_token_timeout_s: float,
+        max_event_bytes: int = sse.MAX_EVENT_BYTES,
+        scrubber: Scrubber = NOTHING,
     ) -> None:
-        self.pool = pool
+        self.client = client
         self.provider = provider
-        self.connect_timeout_s = connect_timeout_s
+        self.scrub = scrubber.text  # upstream words that reach anyone pass through this
         self.idle_timeout_s = idle_timeout_s
         self.first_token_timeout_s = first_token_timeout_s
+        self.max_event_bytes = max_event_bytes
         self._urls: dict[str, httpx.URL] = {}
 
     def _url(self, url: str) -> httpx.URL:
@@ -39,9 +79,13 @@ class Transport:
             parsed = self._urls[url] = httpx.URL(url)
         return parsed
 
+    def decoder(self) -> sse.Decoder:
+        """An SSE decoder with this provider's event size limit."""
+        return sse.Decoder(self.max_event_bytes)
+
     async def post(
         self, url: str, headers: Mapping[str, str], content: bytes, *, stream: bool
-    ) -> Response:
+    ) -> UpstreamResponse:
         """POST and return once headers arrived (the body too unless ``stream``).
 
         Transport failures become UpstreamError; HTTP statuses are the caller's to judge.
@@ -51,28 +95,28 @@ class Transport:
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         try:
             if stream:
+                request = UpstreamRequest(self._url(url), raw, content, True, self.idle_timeout_s)
                 async with asyncio.timeout(self.first_token_timeout_s):
-                    return await self.pool.post(
-                        self._url(url),
-                        raw,
-                        content,
-                        connect_s=self.connect_timeout_s,
-                        read_s=self.idle_timeout_s,
-                        pool_s=self.connect_timeout_s,
-                        stream=True,
-                    )
-            return await self.pool.post(
-                self._url(url),
-                raw,
-                content,
-                connect_s=self.connect_timeout_s,
-                read_s=None,
-                pool_s=self.connect_timeout_s,
-            )
+                    return await self.client.send(request)
+            return await self.client.send(UpstreamRequest(self._url(url), raw, content))
+        except httpx.LocalProtocolError:
+            raise UpstreamError(
+                f"a header for {self.provider} holds CR, LF or NUL: not sent",
+                kind="server_error",
+                reached=False,
+            ) from None
         except (httpx.HTTPError, TimeoutError) as exc:
             raise classify_transport(exc, self.provider) from None
 
-    async def read_error(self, response: Response) -> bytes:
+    async def close(self, response: UpstreamResponse, *, complete: bool) -> None:
+        """Done with a stream: when its content is ``complete``, wait a moment for the
+        rest of the message so its connection is kept; otherwise close it now."""
+        if complete:
+            await response.finish(FINISH_S)
+        else:
+            await response.aclose()
+
+    async def read_error(self, response: UpstreamResponse) -> bytes:
         try:
             return await response.aread()
         except httpx.HTTPError:
@@ -82,7 +126,7 @@ class Transport:
 
     def fail(
         self,
-        response: Response,
+        response: UpstreamResponse,
         body: bytes,
         *,
         context_window: bool = False,
@@ -91,21 +135,33 @@ class Transport:
         return classify_response(
             response.status_code,
             response.headers,
-            body,
+            scrub_bytes(self.scrub, body),
             provider=self.provider,
             context_window=context_window,
             usage=usage,
         )
 
-    async def chunks(self, response: Response, state: StreamState) -> AsyncIterator[bytes]:
-        """The raw body of a streamed response; a cut or silence -> UpstreamError.
+    async def events(
+        self, response: UpstreamResponse, state: StreamState, decoder: sse.Decoder
+    ) -> AsyncIterator[list[sse.Event]]:
+        """The SSE events of each read of a streamed response; a cut, a silence or an
+        event over the provider's ``max_event_bytes`` -> UpstreamError.
         ``state.ended_by_upstream`` records whether the upstream ended it itself."""
         try:
             async for chunk in response.aiter_raw():
-                yield chunk
+                yield decoder.feed(chunk)
         except httpx.TimeoutException:
             raise stream_broken(self.provider, "went silent (idle timeout)") from None
         except httpx.HTTPError as exc:
             state.ended_by_upstream = True
             raise stream_broken(self.provider, f"broke off ({type(exc).__name__})") from None
+        except sse.EventTooLarge as exc:
+            raise stream_broken(self.provider, f"sent an oversized event ({exc})") from None
         state.ended_by_upstream = True
+
+    def leftover(self, response: UpstreamResponse, decoder: sse.Decoder) -> list[sse.Event]:
+        """The events in what arrived but was not read yet (a stream being closed)."""
+        try:
+            return decoder.feed(response.take_buffered())
+        except sse.EventTooLarge:
+            return []  # cut for its size: nothing of it counts

@@ -3,8 +3,8 @@
 Attributes follow the GenAI semantic conventions (``gen_ai.*``) plus spendgate's own
 (``spendgate.*``). The caller's W3C ``traceparent`` is the parent of the request span,
 and each attempt's context is passed to the upstream. The exporter is configured by
-the standard ``OTEL_*`` variables (OTLP over HTTP); with none set, tracing is off and
-costs nothing on the hot path.
+the standard ``OTEL_*`` variables (OTLP over HTTP, or the console); with none set,
+tracing is off and costs nothing on the hot path.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -28,19 +28,40 @@ OPERATIONS = {"chat": "chat", "embeddings": "embeddings"}
 
 
 def provider_from_env(environ: Mapping[str, str] | None = None) -> TracerProvider | None:
+    """A tracer provider from the standard variables: ``OTEL_TRACES_EXPORTER`` (a comma
+    list of ``otlp``, ``console``, ``none``) and ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``
+    (which alone means ``otlp``). None when nothing asks for traces."""
     env = os.environ if environ is None else environ
-    exporter = env.get("OTEL_TRACES_EXPORTER", "")
+    wanted = exporters_from_env(env)
+    if not wanted:
+        return None
+    name = env.get("OTEL_SERVICE_NAME", "spendgate")
+    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    if "otlp" in wanted:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    if "console" in wanted:
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    return provider
+
+
+def exporters_from_env(environ: Mapping[str, str] | None = None) -> set[str]:
+    """The trace exporters asked for; ValueError for one spendgate does not have."""
+    env = os.environ if environ is None else environ
+    wanted = {part.strip() for part in env.get("OTEL_TRACES_EXPORTER", "").split(",")} - {""}
     endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     )
-    if exporter == "none" or not (endpoint or exporter == "otlp"):
-        return None
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    name = env.get("OTEL_SERVICE_NAME", "spendgate")
-    provider = TracerProvider(resource=Resource.create({"service.name": name}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    return provider
+    if not wanted and endpoint:
+        wanted = {"otlp"}
+    unknown = wanted - {"otlp", "console", "none"}
+    if unknown:
+        raise ValueError(
+            f"OTEL_TRACES_EXPORTER: unsupported exporter {sorted(unknown)}; use otlp, console "
+            "or none"
+        )
+    return wanted - {"none"}
 
 
 class Tracing:

@@ -123,3 +123,41 @@ def test_workers_share_one_metrics_view(config: dict[str, Any], mock: str, tmp_p
         if s.name == "spendgate_requests_total" and s.labels.get("model") == "gpt-4o-mini"
     )
     assert total == 20
+
+
+def test_log_level_and_console_traces_are_honoured(
+    config: dict[str, Any], mock: str, tmp_path: Path
+) -> None:
+    """--log-level reaches the worker's logging (it used to be reset to info), and
+    OTEL_TRACES_EXPORTER=console writes spans (it used to be ignored)."""
+    import httpx
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log, out = tmp_path / "gateway.log", tmp_path / "gateway.out"
+    env = {**ENV, "OTEL_TRACES_EXPORTER": "console"}
+    args = ["serve", "--config", str(path), "--log-level", "warning"]
+    with spendgate(args, env, log, out) as (_, url):
+        body = {"model": "gpt-4o-mini", "messages": MESSAGES}
+        headers = {"authorization": f"Bearer {KEY_RESEARCH}"}
+        assert httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers).is_success
+    text = log.read_text()
+    assert '"msg":"request"' not in text and '"level":"info"' not in text
+    assert '"name": "chat gpt-4o-mini"' in out.read_text()  # the console exporter's span
+
+
+def test_an_unknown_trace_exporter_is_refused_at_start(
+    config: dict[str, Any], tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(path)],
+        env={**__import__("os").environ, **ENV, "OTEL_TRACES_EXPORTER": "zipkin"},
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and b"OTEL_TRACES_EXPORTER" in done.stderr

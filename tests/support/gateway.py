@@ -101,5 +101,6 @@ def run_gateway(config: dict[str, Any], mock_url: str, **app_kw: Any) -> Iterato
     parsed = parse(copy.deepcopy(config))
     secrets = resolve_secrets(parsed, ENV)
     app = create_app(parsed, secrets, **app_kw)
-    with serve_app(app) as url:
+    server = {"http": "gateway.server:GuardedHttpTools"}  # as `spendgate serve` runs it
+    with serve_app(app, **server) as url:
         yield Gateway(url, app.state.runtime, mock_url)

@@ -40,16 +40,21 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
 
 @contextmanager
 def spendgate(
-    args: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None
+    args: Sequence[str],
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    out: Path | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``log`` receives stderr (the JSON logs), ``out`` stdout."""
     port = free_port()
     full_env = {**os.environ, **(env or {})}
     stderr = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+    stdout = open(out, "wb") if out else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", *args, "--port", str(port)],
         cwd=ROOT,
         env=full_env,
-        stdout=subprocess.DEVNULL,
+        stdout=stdout,
         stderr=stderr,
     )
     url = f"http://127.0.0.1:{port}"
@@ -64,5 +69,6 @@ def spendgate(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if log:
-            stderr.close()  # type: ignore[union-attr]
+        for opened in (stderr, stdout):
+            if not isinstance(opened, int):
+                opened.close()

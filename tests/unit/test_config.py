@@ -137,3 +137,22 @@ def test_load_file_rejects_non_mapping(tmp_path: Path) -> None:
     path.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_file(path)
+
+
+@pytest.mark.parametrize("name", ["clàude", 'a"b\nc', "sp ace", "x" * 200])
+def test_model_names_that_would_break_a_header_are_refused(name: str) -> None:
+    """A configured model name travels in X-Spendgate-Model: non-ASCII answered 500,
+    a quote and a newline dropped the connection."""
+    raw = copy.deepcopy(GOOD)
+    raw["models"][name] = raw["models"].pop("mini")
+    raw["models"]["gpt-4o"]["fallbacks"] = [name]
+    with pytest.raises(ConfigError) as caught:
+        parse(raw)
+    assert any("a name must be" in problem for problem in caught.value.problems)
+
+
+def test_budget_ceilings_are_bounded() -> None:
+    raw = copy.deepcopy(GOOD)
+    raw["auth"]["keys"][0]["max_workflow_budget_usd"] = 10**12
+    with pytest.raises(ConfigError, match="max_workflow_budget_usd"):
+        parse(raw)

@@ -103,3 +103,31 @@ def test_timeout_headers() -> None:
     for bad in ("x", "-1", "0", "nan", "inf"):
         with pytest.raises(ValueError, match="X-Request-Timeout"):
             timeout_seconds(bad, None, 600, 3600)
+
+
+@pytest.mark.parametrize("cancel_on_sleep", [1, 2])
+async def test_a_cancel_during_a_backoff_gives_the_retry_token_back(cancel_on_sleep: int) -> None:
+    """Three such leaks used to leave a provider without retries until a restart."""
+    import asyncio
+
+    budget = RetryBudget(0.2, 3)
+    sleeps = 0
+
+    async def sleep(_: float) -> None:
+        nonlocal sleeps
+        sleeps += 1
+        if sleeps == cancel_on_sleep:
+            raise asyncio.CancelledError
+
+    async def always_fails(_: int) -> None:
+        raise err()
+
+    clock = FakeClock()
+    for _ in range(5):  # more than the budget's floor of three
+        sleeps = 0
+        with pytest.raises(asyncio.CancelledError):
+            await call_with_retries(
+                always_fails, SETTINGS, budget, Deadline(clock() + 100, clock), RetryHooks(sleep)
+            )
+        assert budget.retries == 0 and budget.requests == 0
+    assert budget.exhausted == 0

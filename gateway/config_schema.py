@@ -1,0 +1,170 @@
+"""The config's shape: frozen pydantic models that refuse unknown keys.
+
+``gateway.config`` parses a YAML document into these (and is the only module that
+reads the environment); every other module receives the part it needs.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class ConfigError(Exception):
+    """The config is unusable; ``problems`` lists each one as ``path: message``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid config:\n  " + "\n  ".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_PERIOD = re.compile(r"^(\d+)([smhd])$")
+_PERIOD_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def period_seconds(text: str) -> int:
+    match = _PERIOD.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a period like 30d, 12h, 90m")
+    return int(match.group(1)) * _PERIOD_S[match.group(2)]
+
+
+class KeyConfig(_Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    key_env: str
+    models: tuple[str, ...] | None = None
+    max_workflow_budget_usd: Decimal | None = Field(default=None, ge=0, le=1_000_000_000)
+    budget_usd: Decimal | None = Field(default=None, ge=0, le=1_000_000_000)
+    budget_period: str = "30d"
+
+    @field_validator("budget_period")
+    @classmethod
+    def _period(cls, value: str) -> str:
+        period_seconds(value)
+        return value
+
+
+class AuthConfig(_Strict):
+    admin_key_env: str | None = None
+    metrics_key_env: str | None = None  # when set, /metrics and /readyz details need it
+    keys: tuple[KeyConfig, ...] = ()
+
+
+class ProviderConfig(_Strict):
+    kind: Literal["openai", "anthropic"]
+    base_url: str = Field(pattern=r"^https?://")
+    api_key_env: str
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    first_token_timeout_s: float = Field(default=120.0, gt=0)
+    idle_timeout_s: float = Field(default=60.0, gt=0)
+    max_connections: int = Field(default=200, ge=1)  # this provider's own limit
+    anthropic_version: str = "2023-06-01"
+    # fast: the lean HTTP/1.1 pool; httpx: httpx.AsyncClient (chosen anyway when a
+    # proxy variable covers base_url's host, see upstream_routes).
+    transport: Literal["fast", "httpx"] = "fast"
+    ca_file: str | None = None  # PEM CA bundle trusted instead of the system's
+    keepalive_expiry_s: float = Field(default=15.0, gt=0)  # idle pooled connections
+    max_response_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)  # a body read whole
+    max_event_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)  # one SSE event
+
+    @field_validator("ca_file")
+    @classmethod
+    def _readable_file(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"{value!r} is not a readable file")
+        return value
+
+
+class PriceConfig(_Strict):
+    input_per_mtok: Decimal = Field(ge=0)
+    output_per_mtok: Decimal = Field(ge=0)
+    cached_input_per_mtok: Decimal | None = Field(default=None, ge=0)
+
+
+class RetryConfig(_Strict):
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    initial_backoff_s: float = Field(default=0.5, gt=0)
+    max_backoff_s: float = Field(default=20.0, gt=0)
+    max_retry_after_s: float = Field(default=60.0, ge=0)
+
+
+class BreakerConfig(_Strict):
+    fail_max: int = Field(default=5, ge=1)
+    reset_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class ModelConfig(_Strict):
+    provider: str
+    upstream_model: str
+    kind: Literal["chat", "embeddings"] = "chat"
+    price: PriceConfig | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    fallbacks: tuple[str, ...] = ()
+    context_window_fallbacks: tuple[str, ...] = ()
+    retry: RetryConfig | None = None
+    breaker: BreakerConfig | None = None
+
+
+class DefaultsConfig(_Strict):
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    max_request_timeout_s: float = Field(default=3600.0, gt=0)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_output_tokens: int = Field(default=16384, ge=1)
+    retry: RetryConfig = RetryConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    retry_budget_min: int = Field(default=3, ge=0)
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    # An abandoned plain answer is read on this long to learn what the provider billed.
+    drain_timeout_s: float = Field(default=600.0, ge=0)
+    # A hold outlives its request's deadline by this much (plus the drain time for
+    # plain answers) before it is counted as spent: only a replica that died leaves it.
+    lease_margin_s: float = Field(default=60.0, gt=0)
+    # How often the store checks itself (a Redis that lost its data) and, after an
+    # accepted reset, resumes.
+    store_check_interval_s: float = Field(default=5.0, gt=0)
+
+
+class IdempotencyConfig(_Strict):
+    ttl_s: float = Field(default=86400.0, gt=0)
+    derive_from_workflow_step: bool = False
+    max_record_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+
+
+class BudgetsConfig(_Strict):
+    # A stream the gateway closed while the upstream was still generating (the client
+    # left, a timeout, the shutdown) may have produced tokens that never reached us:
+    # they are charged as this allowance on top of what arrived.
+    cut_stream_allowance_tokens: int = Field(default=16, ge=0, le=100_000)
+
+
+class WorkflowsConfig(_Strict):
+    stall_after_s: float = Field(default=900.0, gt=0)
+    check_interval_s: float = Field(default=30.0, gt=0)
+
+
+class ServerConfig(_Strict):
+    max_connections: int = Field(default=10_000, ge=1)  # open client connections; then 503
+    header_timeout_s: float = Field(default=10.0, gt=0)  # a request's headers must arrive by then
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0)  # idle keep-alive connections
+
+
+class FileConfig(_Strict):
+    store: str = "sqlite:///./spendgate.db"
+    auth: AuthConfig = AuthConfig()
+    providers: dict[str, ProviderConfig]
+    models: dict[str, ModelConfig]
+    defaults: DefaultsConfig = DefaultsConfig()
+    idempotency: IdempotencyConfig = IdempotencyConfig()
+    budgets: BudgetsConfig = BudgetsConfig()
+    workflows: WorkflowsConfig = WorkflowsConfig()
+    server: ServerConfig = ServerConfig()
