@@ -3,7 +3,10 @@ the server's own limits hold, allow-lists apply to every candidate."""
 
 from __future__ import annotations
 
+import json
 import socket
+import socketserver
+import threading
 import time
 from typing import Any
 
@@ -194,3 +197,71 @@ def test_an_unready_store_shows_no_address(config: dict[str, Any], mock: str) ->
     with run_gateway(config, mock) as gw:
         r = httpx.get(f"{gw.url}/readyz")
         assert r.status_code == 503 and "127.0.0.1" not in r.text
+
+
+def _early_hints_upstream() -> tuple[socketserver.ThreadingTCPServer, str]:
+    """An OpenAI-shaped upstream that sends a 103 in its own write before each answer,
+    keeping the connection alive; each answer names its request's number."""
+    count = {"n": 0}
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            while True:
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    byte = self.rfile.read(1)
+                    if not byte:
+                        return
+                    head += byte
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                self.rfile.read(length)
+                count["n"] += 1
+                self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nlink: </x>; rel=preload\r\n\r\n")
+                self.wfile.flush()
+                time.sleep(0.05)  # a separate write, as a proxy in front would send it
+                body = json.dumps(_completion(f"answer-{count['n']}")).encode()
+                self.wfile.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
+                self.wfile.flush()
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
+def _completion(text: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-x", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8},
+    }  # fmt: skip
+
+
+def test_an_early_hint_never_hands_one_key_another_keys_answer(
+    config: dict[str, Any], mock: str
+) -> None:
+    upstream, url = _early_hints_upstream()
+    try:
+        config["providers"]["mock-openai"]["base_url"] = url
+        config["auth"]["keys"][1]["models"] = None
+        with run_gateway(config, mock) as gw:
+            answers = []
+            for key in (KEY_RESEARCH, KEY_OTHER, KEY_RESEARCH):
+                r = httpx.post(
+                    f"{gw.url}/v1/chat/completions",
+                    json=CHAT,
+                    headers={"authorization": f"Bearer {key}"},
+                    timeout=30,
+                )
+                assert r.status_code == 200
+                answers.append(r.json()["choices"][0]["message"]["content"])
+        assert answers == ["answer-1", "answer-2", "answer-3"]
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
