@@ -38,6 +38,15 @@ class Usage:
             partial_output_tokens=_pick(newer.partial_output_tokens, self.partial_output_tokens),
         )
 
+    def add(self, other: Usage) -> Usage:
+        """Counts of two attempts summed (unknown stays unknown only if both are)."""
+        return Usage(
+            _plus(self.input_tokens, other.input_tokens),
+            _plus(self.output_tokens, other.output_tokens),
+            _plus(self.cached_input_tokens, other.cached_input_tokens),
+            _plus(self.partial_output_tokens, other.partial_output_tokens),
+        )
+
     def total(self) -> int:
         """All tokens known, unknown counted as 0 (only for token caps and display)."""
         return (
@@ -53,6 +62,10 @@ class Usage:
             "partial_output": self.partial_output_tokens,
         }
         return {k: v for k, v in kinds.items() if v is not None}
+
+
+def _plus(a: int | None, b: int | None) -> int | None:
+    return None if a is None and b is None else (a or 0) + (b or 0)
 
 
 def _pick(newer: int | None, older: int | None) -> int | None:

@@ -112,6 +112,12 @@ class ModelConfig(_Strict):
     context_window_fallbacks: tuple[str, ...] = ()
     retry: RetryConfig | None = None
     breaker: BreakerConfig | None = None
+    # A committed stream that breaks may be continued on this model by assistant
+    # prefill (Anthropic models that accept prefill; OpenAI-compatible servers with
+    # ``continue_final_message``); none: never asked to continue one.
+    continuation: Literal["prefill", "none"] = "none"
+    first_token_timeout_s: float | None = Field(default=None, gt=0)  # else the provider's
+    idle_timeout_s: float | None = Field(default=None, gt=0)  # else the provider's
 
 
 class DefaultsConfig(_Strict):

@@ -26,7 +26,7 @@ from gateway.context import Answer, Attempt, Ctx, StreamAnswer
 from gateway.counting import MAX_COUNTED_BYTES
 from gateway.drain import drain
 from gateway.providers.base import Completed, UpstreamCall, UpstreamStream
-from gateway.providers.classify import stream_broken
+from gateway.providers.classify import silent, stream_broken
 from gateway.runtime import ModelRuntime, Runtime
 from gateway.settlement import settle_answer, settle_error, settle_leftovers
 from gateway.telemetry import logging as log
@@ -50,14 +50,14 @@ async def run(rt: Runtime, ctx: Ctx) -> Answer | StreamAnswer:
         ).inc(),
     )
 
-    async def attempt(step: Step) -> Answer | StreamAnswer:
-        return await _attempt(rt, ctx, step)
+    async def one(step: Step) -> Answer | StreamAnswer:
+        return await attempt(rt, ctx, step)
 
     async with asyncio.timeout_at(_loop_deadline(ctx.deadline)):
         return await fallback.run(
             ctx.model,
             rt.routes,
-            attempt,
+            one,
             ctx.deadline,
             hooks,
             sdk_retrying=ctx.sdk_retrying,
@@ -143,28 +143,43 @@ async def _hold(
     return Attempt(m, hold, step.reason, step.attempt > 1, prompt, out)
 
 
-async def _attempt(rt: Runtime, ctx: Ctx, step: Step) -> Answer | StreamAnswer:
+def _first_token_limit(ctx: Ctx, m: ModelRuntime, step: Step) -> float:
+    """The model's first-token limit, but never more than this attempt's share of the
+    time left when other candidates wait behind it, so they get time to answer."""
+    if step.waiting == 0:
+        return m.first_token_s
+    return max(0.001, min(m.first_token_s, ctx.deadline.remaining() / (1 + step.waiting)))
+
+
+async def attempt(
+    rt: Runtime, ctx: Ctx, step: Step, body: dict[str, Any] | None = None
+) -> Answer | StreamAnswer:
+    """One upstream attempt at ``step.model`` (with ``body`` instead of the request's,
+    for a continuation), reserved before and settled after, whatever ends it."""
     m = rt.models[step.model]
     ctx.served = m.name
     ctx.attempts += 1
     at = await _reserve(rt, ctx, m, step)
     span = rt.tracing.start_attempt(ctx.span, _attempt_attributes(rt, ctx, m, step))
+    first = _first_token_limit(ctx, m, step)
     call = UpstreamCall(
         endpoint=ctx.endpoint,
-        body=ctx.body,
+        body=body if body is not None else ctx.body,
         upstream_model=m.upstream_model,
         stream=ctx.stream,
         headers=tracing.inject(span, ctx.upstream_headers),
         deadline=ctx.deadline.at,
         max_output_tokens=m.max_output_tokens,
+        first_token_s=first,
+        idle_s=m.idle_s,
     )
     started = time.perf_counter()
     try:
         if ctx.stream:
-            answer = await _open_stream(rt, ctx, at, call)
+            answer = await _open_stream(rt, ctx, at, call, first)
             tracing.end(span, {"spendgate.outcome": "success"})
             return answer
-        done = await _complete(rt, at, ctx, call)
+        done = await _complete(rt, at, ctx, call, first)
     except UpstreamError as exc:
         _count_attempt(rt, m, exc.kind)
         attributes = {"spendgate.outcome": exc.kind, "http.response.status_code": exc.status}
@@ -184,17 +199,30 @@ async def _attempt(rt: Runtime, ctx: Ctx, step: Step) -> Answer | StreamAnswer:
     return Answer(done.status, done.headers, done.body)
 
 
-async def _complete(rt: Runtime, at: Attempt, ctx: Ctx, call: UpstreamCall) -> Completed:
-    """The provider's plain answer. If the request is cancelled (its deadline) while
-    the provider works, the call goes on in the background: the provider bills the
-    whole answer anyway, so it is read to its end and charged what it reports."""
+async def _complete(
+    rt: Runtime, at: Attempt, ctx: Ctx, call: UpstreamCall, limit_s: float
+) -> Completed:
+    """The provider's plain answer, within ``limit_s``. If it does not come in time, or
+    the request is cancelled (its deadline) while the provider works, the call goes on
+    in the background: the provider bills the whole answer anyway, so it is read to its
+    end and charged what it reports."""
     task = asyncio.ensure_future(at.model.provider.complete(call))
     try:
-        return await asyncio.shield(task)
+        async with asyncio.timeout(limit_s) as limit:
+            return await asyncio.shield(task)
     except asyncio.CancelledError:
-        at.draining = True
-        rt.track(drain(rt, ctx, at, task))
+        _abandon(rt, ctx, at, task)
         raise
+    except TimeoutError:
+        if not limit.expired():
+            raise
+        _abandon(rt, ctx, at, task)
+        raise silent(at.model.provider.name, f"gave no answer within {limit_s:g} s") from None
+
+
+def _abandon(rt: Runtime, ctx: Ctx, at: Attempt, task: asyncio.Future[Completed]) -> None:
+    at.draining = True
+    rt.track(drain(rt, ctx, at, task))
 
 
 def _attempt_attributes(rt: Runtime, ctx: Ctx, m: ModelRuntime, step: Step) -> dict[str, Any]:
@@ -213,22 +241,38 @@ def _attempt_attributes(rt: Runtime, ctx: Ctx, m: ModelRuntime, step: Step) -> d
     }
 
 
-async def _open_stream(rt: Runtime, ctx: Ctx, at: Attempt, call: UpstreamCall) -> StreamAnswer:
+async def _open_stream(
+    rt: Runtime, ctx: Ctx, at: Attempt, call: UpstreamCall, limit_s: float
+) -> StreamAnswer:
+    """The upstream's stream, up to its first content event (the commit point), all of
+    it within ``limit_s``: a stream whose first token is late fails over before the
+    client has seen any content."""
     m = at.model
-    stream = await m.provider.stream(call)
-    at.stream = stream
-    chunks = aiter(stream)
     try:
-        first = await _until_content(stream, chunks)
+        async with asyncio.timeout(limit_s) as limit:
+            stream = await m.provider.stream(call)
+            at.stream = stream
+            chunks = aiter(stream)
+            first = await _until_content(stream, chunks)
     except StopAsyncIteration:
-        await stream.aclose()
+        await _close(at)
         raise stream_broken(m.provider.name, "ended before its first event") from None
+    except TimeoutError:
+        await _close(at)
+        if not limit.expired():
+            raise
+        raise silent(m.provider.name, f"sent no content within {limit_s:g} s") from None
     except BaseException:
-        await stream.aclose()
+        await _close(at)
         raise
     ctx.ttft_s = time.perf_counter() - ctx.start
     _count_attempt(rt, m, "success")
     return StreamAnswer(stream, chunks, first, at)
+
+
+async def _close(at: Attempt) -> None:
+    if at.stream is not None:
+        await at.stream.aclose()
 
 
 async def _until_content(stream: UpstreamStream, chunks: AsyncIterator[bytes]) -> bytes:

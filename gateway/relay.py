@@ -22,11 +22,12 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from accounting.pricing import micros_to_usd
-from gateway import sse
+from gateway import continuation, sse
 from gateway.context import StreamAnswer
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange
 from gateway.idempotency import record_headers
+from gateway.splice import Splice
 from gateway.telemetry import logging as log
 from gateway.telemetry import metrics
 from policies.errors import UpstreamError
@@ -40,6 +41,14 @@ SSE_HEADERS = [
 SHUTDOWN = GatewayError(
     503, "shutting_down", "the gateway shut down mid-stream; the answer is incomplete"
 )
+
+
+class _Broken(Exception):
+    """The stream broke and could not be continued."""
+
+    def __init__(self, cause: UpstreamError) -> None:
+        super().__init__(cause.message)
+        self.cause = cause
 
 
 def error_event(error: GatewayError) -> bytes:
@@ -56,6 +65,8 @@ class SSEResponse:
         self.raw_headers = SSE_HEADERS + [(k.encode(), v.encode()) for k, v in headers.items()]
         self.client_gone = False
         self.error: GatewayError | None = SHUTDOWN
+        options = ex.ctx.body.get("stream_options")
+        self.splice = Splice(isinstance(options, dict) and options.get("include_usage") is True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         cut: str | None = "shutdown"
@@ -88,18 +99,18 @@ class SSEResponse:
         try:
             await self._send(send, self.answer.first)
             async with asyncio.timeout_at(loop_deadline):
-                async for chunk in self.answer.chunks:
-                    await self._send(send, chunk)
+                while not await self._relay(send):
+                    pass
             self.error = None
             return None
-        except UpstreamError as exc:
+        except _Broken as broken:
             log.event(
                 "stream_broken",
                 request_id=ctx.request_id,
-                error=exc.message,
+                error=broken.cause.message,
                 model=self.answer.attempt.model.name,
             )
-            self.error = GatewayError(502, "upstream_error", exc.message)
+            self.error = GatewayError(502, "upstream_error", broken.cause.message)
             return "upstream_error"
         except TimeoutError:
             self.error = GatewayError(
@@ -109,6 +120,22 @@ class SSEResponse:
         except OSError:
             self.client_gone = True
             return "client_disconnect"
+
+    async def _relay(self, send: Send) -> bool:
+        """Relay the current upstream stream: True when it ended, False when it broke
+        and was continued (relay again); _Broken when it could not be continued."""
+        try:
+            async for chunk in self.answer.chunks:
+                await self._send(send, self.splice.out(chunk))
+        except UpstreamError as exc:
+            ex = self.ex
+            resumed = await continuation.resume(ex.rt, ex.ctx, self.answer, exc, self.splice)
+            if resumed is None:
+                raise _Broken(exc) from None
+            self.answer = resumed
+            await self._send(send, self.splice.out(resumed.first))
+            return False
+        return True
 
     async def _send(self, send: Send, chunk: bytes) -> None:
         if self.frames is not None:

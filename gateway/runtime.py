@@ -38,6 +38,9 @@ class ModelRuntime:
     price: Price
     max_output_tokens: int
     provider_kind: str = "openai"
+    first_token_s: float = 120.0  # headers + first content event (a plain answer: all of it)
+    idle_s: float = 60.0  # silence allowed between a stream's later events
+    can_continue: bool = False  # continuation: prefill
 
 
 class WorkflowMemory:
@@ -169,6 +172,10 @@ def build_models(config: FileConfig, providers: dict[str, Provider]) -> dict[str
             price=price_of(m),
             max_output_tokens=max_output_of(m, config.defaults),
             provider_kind=config.providers[m.provider].kind,
+            first_token_s=m.first_token_timeout_s
+            or config.providers[m.provider].first_token_timeout_s,
+            idle_s=m.idle_timeout_s or config.providers[m.provider].idle_timeout_s,
+            can_continue=m.continuation == "prefill",
         )
         for name, m in config.models.items()
     }

@@ -61,12 +61,13 @@ async def settle_error(rt: Runtime, ctx: Ctx, at: Attempt, exc: UpstreamError) -
         await settle_worst(rt, ctx, at)
 
 
-async def settle_received(rt: Runtime, ctx: Ctx, at: Attempt) -> None:
-    """A stream that stopped (cleanly or not): what it reported, else what arrived."""
+async def settle_received(rt: Runtime, ctx: Ctx, at: Attempt) -> Usage:
+    """A stream that stopped (cleanly or not): what it reported, else what arrived.
+    Returns the usage charged."""
     state = at.stream.state if at.stream is not None else StreamState()
     if state.usage_final and state.usage.complete:
         await charge(rt, ctx, at, state.usage, "reported")
-        return
+        return state.usage
     # A stream that finished properly but reported no usage is whole: only estimated.
     rule = "estimated" if state.done else "received"
     usage = await _metered(
@@ -82,6 +83,7 @@ async def settle_received(rt: Runtime, ctx: Ctx, at: Attempt) -> None:
         allowance = rt.config.budgets.cut_stream_allowance_tokens
         usage = replace(usage, partial_output_tokens=(usage.partial_output_tokens or 0) + allowance)
     await charge(rt, ctx, at, usage, rule)
+    return usage
 
 
 async def _metered(
@@ -130,7 +132,7 @@ async def charge(
         cost = cost_micros(m.price, usage)
     partial = rule in PARTIAL_RULES
     ctx.cost_micros += cost
-    ctx.usage = _add(ctx.usage, usage)
+    ctx.usage = ctx.usage.add(usage)
     ctx.partial = ctx.partial or partial
     ctx.rules.append(rule)
     _count_spend(rt, ctx, at, usage, cost, rule)
@@ -142,7 +144,7 @@ async def charge(
         sent=sent,
         partial=partial,
         is_retry=at.is_retry,
-        is_fallback=at.reason != "primary",
+        is_fallback=at.reason in ("fallback", "context_window"),
         rule=rule,
     )
     if at in ctx.attempts_open:
@@ -174,16 +176,3 @@ def _count_spend(rt: Runtime, ctx: Ctx, at: Attempt, usage: Usage, cost: int, ru
         key = rt.labels.key(ctx.principal.name)
         metrics.child(metrics.COST, model, key).inc(cost / 1_000_000)
     metrics.child(metrics.CHARGES, model, rule).inc()
-
-
-def _add(a: Usage, b: Usage) -> Usage:
-    def plus(x: int | None, y: int | None) -> int | None:
-        return None if x is None and y is None else (x or 0) + (y or 0)
-
-    return replace(
-        a,
-        input_tokens=plus(a.input_tokens, b.input_tokens),
-        output_tokens=plus(a.output_tokens, b.output_tokens),
-        cached_input_tokens=plus(a.cached_input_tokens, b.cached_input_tokens),
-        partial_output_tokens=plus(a.partial_output_tokens, b.partial_output_tokens),
-    )

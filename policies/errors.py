@@ -11,6 +11,9 @@ Retry, breaker and fallback read attributes, never message strings::
     │     context_window:  the prompt is too long for this model
     │     reached:         the request reached the provider, which may bill it
     │                      (False only when nothing was sent: connect failures)
+    │     retry_here:      another attempt at the same model is worth waiting for
+    │                      (False for silence: a route that did not answer in time
+    │                      is not tried again, the next candidate is)
     ├── NoRouteAvailable       every candidate's breaker is open
     ├── DeadlineExceeded       the request's deadline passed
     └── RoutingFailed          every candidate failed; carries each one's error
@@ -43,6 +46,7 @@ class UpstreamError(PolicyError):
         context_window: bool = False,
         usage: Usage | None = None,
         reached: bool = True,
+        retry_here: bool = True,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -56,6 +60,7 @@ class UpstreamError(PolicyError):
         self.context_window = context_window
         self.usage = usage
         self.reached = reached
+        self.retry_here = retry_here
 
     @property
     def passthrough(self) -> bool:

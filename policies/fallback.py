@@ -43,6 +43,7 @@ class Step:
     reason: str  # primary | fallback | context_window
     attempt: int = 0
     last_error: UpstreamError | None = None  # of the current candidate
+    waiting: int = 0  # candidates still queued after this one (for its share of time)
 
 
 @dataclass
@@ -78,6 +79,7 @@ async def run(
             on_fallback(previous, name, _why(outcome, previous))
         previous = name
         step.model, step.reason, step.last_error = name, reason, None
+        step.waiting = len(queue)
         try:
             return await _run_one(route, step, attempt, deadline, hooks, sdk_retrying)
         except BreakerOpen as exc:

@@ -9,6 +9,8 @@ Built on tenacity's ``AsyncRetrying`` (``reraise=True``). Before every retry
 - otherwise jittered exponential backoff between ``initial_backoff_s`` and
   ``max_backoff_s``;
 - no attempt starts that the deadline cannot hold;
+- silence (``retry_here`` False: no first byte, no first event in time) is not retried
+  on the same model: the next candidate is tried at once;
 - a retry needs a token from the upstream's ``RetryBudget`` (retries in flight at most
   ``ratio`` of requests in flight, at least ``minimum``), so an outage cannot multiply
   load;
@@ -66,7 +68,7 @@ def plan_retry(
     exc: BaseException, attempt: int, settings: RetrySettings, time_left: float, rand: float
 ) -> float | None:
     """Seconds to wait before the next attempt, or None to stop now."""
-    if not isinstance(exc, UpstreamError) or not exc.retryable:
+    if not isinstance(exc, UpstreamError) or not exc.retryable or not exc.retry_here:
         return None
     if attempt >= settings.max_attempts:
         return None

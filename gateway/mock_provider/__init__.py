@@ -35,6 +35,16 @@ Step keys (all optional; ``{}`` is a normal success)
     error event (OpenAI ``data: {"error": ...}``; Anthropic ``event: error``) and end.
     ``echo_headers``: error answers and in-stream error events echo the request's
     headers (credentials included), as debug proxies and some servers do.
+    ``reject_prefill``: refuse (400) a request that asks to continue a final assistant
+    message, as models without prefill support do.
+
+Continuations
+    A request whose last message is the assistant's (Anthropic; OpenAI with
+    ``continue_final_message: true``, as vLLM) continues it: the answer goes on from
+    the words the prefill already holds (each word one token), so a stream cut after
+    k words and continued gives the same words as an unbroken one. Anthropic refuses a
+    prefill that ends with whitespace, as the real API does. The prefill counts as
+    prompt tokens.
     ``tool_call: {"name", "arguments"}``: answer with a tool call (``arguments`` an
     object, sent as ``json.dumps(arguments)``, or a string sent as is).
     ``usage: false``: never send a usage block. ``cached_tokens: N``: report N

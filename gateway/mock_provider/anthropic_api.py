@@ -17,8 +17,6 @@ from gateway.mock_provider.flow import Call
 from gateway.mock_provider.generation import (
     Plan,
     StreamEvents,
-    make_plan,
-    requested_cap,
     run_partial_body,
     run_stream,
 )
@@ -75,13 +73,33 @@ class MessagesApi:
     def error_usage(self, prompt_tokens: int) -> dict[str, Any]:
         return {"input_tokens": prompt_tokens, "output_tokens": 0}
 
+    def prefill(self, body: dict[str, Any]) -> str | None:
+        """Anthropic continues a final assistant message (prefill)."""
+        messages = body.get("messages")
+        last = messages[-1] if isinstance(messages, list) and messages else None
+        if not isinstance(last, dict) or last.get("role") != "assistant":
+            return None
+        return tokens.content_text(last.get("content"))
+
+    def prefill_error(self, prefill: str, step: Step) -> dict[str, Any] | None:
+        if step.reject_prefill:
+            message = (
+                "This model does not support assistant message prefill. "
+                "The conversation must end with a user message."
+            )
+            return errors.anthropic_error("invalid_request_error", message)
+        if prefill != prefill.rstrip():
+            message = "final assistant content cannot end with trailing whitespace"
+            return errors.anthropic_error("invalid_request_error", message)
+        return None
+
     def abandoned_tokens(self, call: Call) -> int:
-        plan = make_plan(call.step, call.model, call.prompt_tokens, requested_cap(call.body))
+        plan = call.plan()
         return plan.completion_tokens
 
     async def generate(self, call: Call) -> None:
         record, step = call.record, call.step
-        plan = make_plan(step, call.model, call.prompt_tokens, requested_cap(call.body))
+        plan = call.plan()
         record.cached_tokens = plan.cached_tokens
         if call.body.get("stream") is True:
             events = _stream_events(plan, record.id, usage=step.usage)

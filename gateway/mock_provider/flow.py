@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import orjson
 
 from gateway.mock_provider.exchange import JSON_TYPE, Exchange, HeaderList, encode_headers
+from gateway.mock_provider.generation import Plan, make_plan, requested_cap
 from gateway.mock_provider.script import ScriptBook, Step
 from gateway.mock_provider.stats import PENDING, RequestRecord, Stats
 
@@ -25,6 +26,17 @@ class Call:
     body: dict[str, Any]
     prompt_tokens: int
     id_header: str
+    prefill: str | None = None  # a final assistant message to continue
+
+    @property
+    def skip(self) -> int:
+        """Words of the answer the prefill already holds (each word is one token)."""
+        return len(self.prefill.split()) if self.prefill else 0
+
+    def plan(self) -> Plan:
+        """What a successful answer to this request contains."""
+        cap = requested_cap(self.body)
+        return make_plan(self.step, self.model, self.prompt_tokens, cap, self.skip)
 
     @property
     def model(self) -> str:
@@ -64,6 +76,13 @@ class ProviderApi(Protocol):
     def abandoned_tokens(self, call: Call) -> int:
         """Completion tokens a real provider bills for a plain (non-streaming) answer
         whose client went away before it was sent: it generates the whole answer."""
+
+    def prefill(self, body: dict[str, Any]) -> str | None:
+        """The text of a final assistant message this API continues, if any."""
+
+    def prefill_error(self, prefill: str, step: Step) -> dict[str, Any] | None:
+        """The 400 body refusing a prefill (``reject_prefill``, or one this API never
+        accepts), else None."""
 
 
 def _parse(raw: bytes) -> Any:
@@ -106,7 +125,13 @@ async def _serve(
         await ex.respond_json(status, document, [])
         return
     step = scripts.next_step(record.model)
-    call = Call(ex, record, step, body, api.prompt_tokens(body), api.id_header)
+    prefill = api.prefill(body)
+    refused = api.prefill_error(prefill, step) if prefill is not None else None
+    if refused is not None:
+        record.status, record.outcome = 400, "error"
+        await ex.respond_json(400, refused, [])
+        return
+    call = Call(ex, record, step, body, api.prompt_tokens(body), api.id_header, prefill)
     await answer(api, call)
 
 

@@ -47,8 +47,9 @@ def requested_cap(body: dict[str, Any]) -> int | None:
     return None
 
 
-def make_plan(step: Step, model: str, prompt_tokens: int, cap: int | None) -> Plan:
-    """The answer a successful step produces for this request."""
+def make_plan(step: Step, model: str, prompt_tokens: int, cap: int | None, skip: int = 0) -> Plan:
+    """The answer a successful step produces for this request; ``skip`` words of it
+    were already written (a continuation's prefill), so it goes on from there."""
     cached = min(step.cached_tokens, prompt_tokens)
     if step.tool_call is not None:
         tool = step.tool_call
@@ -56,9 +57,10 @@ def make_plan(step: Step, model: str, prompt_tokens: int, cap: int | None) -> Pl
         name_tokens = tokens.count_text(tool.name)
         return Plan(model, prompt_tokens, cached, pieces, "tool_calls", tool, name_tokens)
     wanted = DEFAULT_COMPLETION_TOKENS if step.completion_tokens is None else step.completion_tokens
-    count = wanted if cap is None else min(wanted, cap)
-    finish = "length" if count < wanted else "stop"
-    pieces = tuple((word, 1) for word in tokens.completion_words(count))
+    words = tokens.completion_words(wanted)[skip:]
+    count = len(words) if cap is None else min(len(words), cap)
+    finish = "length" if count < len(words) else "stop"
+    pieces = tuple((word, 1) for word in words[:count])
     return Plan(model, prompt_tokens, cached, pieces, finish)
 
 

@@ -16,8 +16,6 @@ from gateway.mock_provider.flow import Call
 from gateway.mock_provider.generation import (
     Plan,
     StreamEvents,
-    make_plan,
-    requested_cap,
     run_partial_body,
     run_stream,
 )
@@ -79,18 +77,34 @@ class OpenAIApi:
     def error_usage(self, prompt_tokens: int) -> dict[str, Any]:
         return usage_block(prompt_tokens, 0, 0)
 
+    def prefill(self, body: dict[str, Any]) -> str | None:
+        """vLLM's continuation: ``continue_final_message`` with a final assistant turn."""
+        messages = body.get("messages")
+        if body.get("continue_final_message") is not True or not isinstance(messages, list):
+            return None
+        last = messages[-1] if messages else None
+        if not isinstance(last, dict) or last.get("role") != "assistant":
+            return None
+        return tokens.content_text(last.get("content"))
+
+    def prefill_error(self, prefill: str, step: Step) -> dict[str, Any] | None:
+        if not step.reject_prefill:
+            return None
+        message = "continue_final_message is not supported by this model"
+        return errors.openai_error(message, "invalid_request_error", None, "messages")
+
 
 class ChatCompletionsApi(OpenAIApi):
     def prompt_tokens(self, body: dict[str, Any]) -> int:
         return tokens.chat_prompt_tokens(body.get("messages"))
 
     def abandoned_tokens(self, call: Call) -> int:
-        plan = make_plan(call.step, call.model, call.prompt_tokens, requested_cap(call.body))
+        plan = call.plan()
         return plan.completion_tokens
 
     async def generate(self, call: Call) -> None:
         record = call.record
-        plan = make_plan(call.step, call.model, call.prompt_tokens, requested_cap(call.body))
+        plan = call.plan()
         record.cached_tokens = plan.cached_tokens
         options = call.body.get("stream_options")
         with_usage = isinstance(options, dict) and options.get("include_usage") is True

@@ -43,6 +43,7 @@ class Step:
     malformed_at_chunk: int | None = None
     error_after_chunks: int | None = None
     echo_headers: bool = False
+    reject_prefill: bool = False
     tool_call: ToolCall | None = None
     usage: bool = True
     cached_tokens: int = 0
@@ -64,6 +65,7 @@ _BOOL_KEYS = (
     "no_done",
     "usage",
     "echo_headers",
+    "reject_prefill",
 )
 _COUNT_KEYS = (
     "hang_after_chunks",

@@ -105,7 +105,7 @@ class AnthropicProvider:
     async def stream(self, call: UpstreamCall) -> AnthropicStream:
         content = self._request(call)
         headers = {**call.headers, **self._headers}
-        response = await self._transport.post(self._url, headers, content, stream=True)
+        response = await self._transport.post(self._url, headers, content, stream=True, call=call)
         if response.status_code >= 400:
             raise self._fail(response, await self._transport.read_error(response))
         wants_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
@@ -145,6 +145,7 @@ class AnthropicStream:
         self._transport = transport
         self._tr = translator
         self.state.text_source = lambda: translator.generated_so_far
+        self.state.visible_source = lambda: translator.text_so_far
         self._decoder = transport.decoder()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -182,6 +183,8 @@ class AnthropicStream:
         state.usage = self._tr.usage
         state.usage_final = self._tr.usage_final
         state.content_seen = bool(self._tr.text_so_far)
+        state.response_id = self._tr.message_id or None
+        state.tool_seen = self._tr.tool_seen
         state.overflow_bytes = self._tr.overflow_bytes
         state.finish_reason = self._tr.finish_reason
         state.done = self._tr.stopped and self._tr.finish_reason is not None

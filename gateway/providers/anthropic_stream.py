@@ -185,6 +185,15 @@ class AnthropicStreamTranslator:
         return self._usage_final
 
     @property
+    def message_id(self) -> str:
+        return self._id
+
+    @property
+    def tool_seen(self) -> bool:
+        """A tool_use block started."""
+        return bool(self._tools)
+
+    @property
     def stopped(self) -> bool:
         """``message_stop`` arrived: nothing more will come."""
         return self._stopped

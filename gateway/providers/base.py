@@ -29,6 +29,8 @@ class UpstreamCall:
     headers: Mapping[str, str]  # traceparent, x-request-id: passed to the upstream
     deadline: float  # loop time by which the whole call must end
     max_output_tokens: int = 4096  # for APIs that require max_tokens
+    first_token_s: float | None = None  # a stream's headers must come by then
+    idle_s: float | None = None  # silence allowed between a stream's events
 
 
 @dataclass(slots=True)
@@ -66,6 +68,9 @@ class StreamState:
     overflow_bytes: int = 0
     anomalies: list[str] = field(default_factory=list)
     text_source: Callable[[], str] | None = None  # for decoders that keep the text
+    visible_source: Callable[[], str] | None = None  # the text the client saw, if not ``text``
+    response_id: str | None = None  # the upstream's id for the answer (chunks carry it)
+    tool_seen: bool = False  # a tool call started: such a stream is not continued
 
     def add_text(self, text: str) -> None:
         if self.kept_chars < KEPT_TEXT_CHARS:
@@ -73,6 +78,10 @@ class StreamState:
             self.kept_chars += len(text)
         else:
             self.overflow_bytes += len(text.encode("utf-8", "surrogatepass"))
+
+    def visible_text(self) -> str:
+        """The answer's text as the client received it (a continuation's prefill)."""
+        return self.visible_source() if self.visible_source else "".join(self.text)
 
     def received_text(self) -> str:
         """What the provider generated that arrived and was kept (for accounting; see

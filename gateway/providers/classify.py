@@ -93,6 +93,7 @@ def classify_transport(exc: httpx.HTTPError | TimeoutError, provider: str) -> Up
             retryable=True,
             breaker_failure=True,
             reached=False,
+            retry_here=not isinstance(exc, httpx.ConnectTimeout),
         )
     if isinstance(exc, httpx.PoolTimeout):
         return UpstreamError(
@@ -102,12 +103,7 @@ def classify_transport(exc: httpx.HTTPError | TimeoutError, provider: str) -> Up
             reached=False,
         )
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
-        return UpstreamError(
-            f"{provider} did not answer in time",
-            kind="timeout",
-            retryable=True,
-            breaker_failure=True,
-        )
+        return silent(provider, "did not answer in time")
     return UpstreamError(
         f"{provider} connection failed ({type(exc).__name__})",
         kind="server_error",
@@ -116,10 +112,23 @@ def classify_transport(exc: httpx.HTTPError | TimeoutError, provider: str) -> Up
     )
 
 
-def stream_broken(provider: str, why: str) -> UpstreamError:
-    """The stream failed after it started; retryable only before the commit point."""
+def stream_broken(provider: str, why: str, *, silent: bool = False) -> UpstreamError:
+    """The stream failed after it started; retryable only before the commit point (and
+    not on the same model when it went silent)."""
     return UpstreamError(
-        f"{provider} stream {why}", kind="stream_error", retryable=True, breaker_failure=True
+        f"{provider} stream {why}",
+        kind="stream_error",
+        retryable=True,
+        breaker_failure=True,
+        retry_here=not silent,
+    )
+
+
+def silent(provider: str, why: str) -> UpstreamError:
+    """Silence before the first byte or the first content event: a breaker failure,
+    and the next candidate is tried at once (not this model again)."""
+    return UpstreamError(
+        f"{provider} {why}", kind="timeout", retryable=True, breaker_failure=True, retry_here=False
     )
 
 

@@ -140,7 +140,10 @@ class FastPool:
         await self._acquire_slot()
         try:
             conn = await self._connection(request.url)
-            await self._exchange(conn, payload, request.read_s)
+            # The wait for the headers is the caller's to bound (a stream's first-token
+            # limit, a plain answer's deadline); ``read_s`` is the silence allowed
+            # between the body's later reads.
+            await self._exchange(conn, payload, None)
         except BaseException:
             self._slots.release()
             raise

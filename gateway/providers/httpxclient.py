@@ -45,13 +45,16 @@ def same_errors() -> Iterator[None]:
 
 
 class HttpxResponse:
-    def __init__(self, response: httpx.Response, settings: ClientSettings) -> None:
+    def __init__(
+        self, response: httpx.Response, settings: ClientSettings, read_s: float | None = None
+    ) -> None:
         self.status_code = response.status_code
         self.headers = {k.lower(): v for k, v in response.headers.items()}
         self.content = b""
         self._response = response
         self._raw = response.aiter_raw()
         self._limit = settings.max_response_bytes
+        self._read_s = read_s
 
     async def aread(self) -> bytes:
         parts: list[bytes] = []
@@ -68,8 +71,17 @@ class HttpxResponse:
         return self.content
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The body's reads, each within ``read_s`` of the one before (httpx's own read
+        timeout would bound the wait for the headers too, which is the caller's)."""
         with same_errors():
-            async for chunk in self._raw:
+            while True:
+                try:
+                    async with asyncio.timeout(self._read_s):
+                        chunk = await anext(self._raw)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise httpx.ReadTimeout("the upstream went silent") from None
                 yield chunk
 
     def take_buffered(self) -> bytes:
@@ -127,11 +139,11 @@ class HttpxClient:
             request.url,
             headers=request.headers,
             content=request.body,
-            timeout=self._timeout(request.read_s),
+            timeout=self._timeout(None),
         )
         with same_errors():
             response = await client.send(built, stream=True)
-        answer = HttpxResponse(response, self.settings)
+        answer = HttpxResponse(response, self.settings, request.read_s)
         try:
             self._check_head(response)
             if not request.stream:

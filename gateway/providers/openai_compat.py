@@ -74,7 +74,7 @@ class OpenAIProvider:
 
     async def stream(self, call: UpstreamCall) -> OpenAIStream:
         url, headers, content = self._request(call)
-        response = await self._transport.post(url, headers, content, stream=True)
+        response = await self._transport.post(url, headers, content, stream=True, call=call)
         if response.status_code >= 400:
             body = await self._transport.read_error(response)
             code = openai_error_code(json_or_none(body))
@@ -141,6 +141,8 @@ class OpenAIStream:
         if not isinstance(chunk, dict):
             self.state.anomalies.append("malformed_event")
             return None
+        if self.state.response_id is None and isinstance(chunk.get("id"), str):
+            self.state.response_id = chunk["id"]
         usage = chunk.get("usage")
         if usage:
             self.state.usage = self.state.usage.merge(from_openai(usage))
@@ -164,7 +166,10 @@ class OpenAIStream:
             if isinstance(content, str) and content:
                 self.state.add_text(content)
                 self.state.content_seen = True
-            for call in delta.get("tool_calls") or ():
+            calls = delta.get("tool_calls")
+            if calls:
+                self.state.tool_seen = True
+            for call in calls or ():
                 function = call.get("function") if isinstance(call, dict) else None
                 if isinstance(function, dict):
                     for part in (function.get("name"), function.get("arguments")):

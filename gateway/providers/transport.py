@@ -16,7 +16,7 @@ import httpx
 
 from accounting.usage import Usage
 from gateway import sse
-from gateway.providers.base import StreamState
+from gateway.providers.base import StreamState, UpstreamCall
 from gateway.providers.classify import classify_response, classify_transport, stream_broken
 from gateway.providers.fasthttp import FastPool
 from gateway.providers.httpxclient import HttpxClient
@@ -84,19 +84,28 @@ class Transport:
         return sse.Decoder(self.max_event_bytes)
 
     async def post(
-        self, url: str, headers: Mapping[str, str], content: bytes, *, stream: bool
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes,
+        *,
+        stream: bool,
+        call: UpstreamCall | None = None,
     ) -> UpstreamResponse:
         """POST and return once headers arrived (the body too unless ``stream``).
 
         Transport failures become UpstreamError; HTTP statuses are the caller's to judge.
-        A stream's read timeout is the idle timeout between chunks; a plain request's
-        wait is bounded by the request's deadline alone.
+        A stream's headers must come within the call's first-token limit (else the
+        provider's) and its read timeout is the idle timeout between chunks; a plain
+        request's wait is bounded by its caller.
         """
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         try:
             if stream:
-                request = UpstreamRequest(self._url(url), raw, content, True, self.idle_timeout_s)
-                async with asyncio.timeout(self.first_token_timeout_s):
+                first = (call and call.first_token_s) or self.first_token_timeout_s
+                idle = (call and call.idle_s) or self.idle_timeout_s
+                request = UpstreamRequest(self._url(url), raw, content, True, idle)
+                async with asyncio.timeout(first):
                     return await self.client.send(request)
             return await self.client.send(UpstreamRequest(self._url(url), raw, content))
         except httpx.LocalProtocolError:
@@ -151,7 +160,7 @@ class Transport:
             async for chunk in response.aiter_raw():
                 yield decoder.feed(chunk)
         except httpx.TimeoutException:
-            raise stream_broken(self.provider, "went silent (idle timeout)") from None
+            raise stream_broken(self.provider, "went silent (idle timeout)", silent=True) from None
         except httpx.HTTPError as exc:
             state.ended_by_upstream = True
             raise stream_broken(self.provider, f"broke off ({type(exc).__name__})") from None

@@ -118,6 +118,11 @@ SETTLE_ORPHANS = Counter(
     "spendgate_settle_orphans_total",
     "Settlements whose hold the store had lost (charged anyway)",
 )
+STREAM_CONTINUATIONS = Counter(
+    "spendgate_stream_continuations_total",
+    "Broken streams and what became of them: continued, not_continuable, unavailable",
+    ["model", "outcome"],
+)
 STORE_RESET = _gauge(
     "spendgate_store_reset", "1 while the store is in the reset state (lost data)", mode="max"
 )
@@ -149,6 +154,7 @@ ALL = (
     SETTLES_PENDING,
     SETTLE_ORPHANS,
     STORE_RESET,
+    STREAM_CONTINUATIONS,
 )
 
 
