@@ -1,43 +1,59 @@
-"""Model prices and request cost in integer micro-USD.
+"""Model prices and request cost: integer pico-USD rates, integer micro-USD costs.
 
-Money is never a float here. Prices are ``Decimal`` USD per million tokens, which is
-numerically the same as micro-USD per token, so a cost is ``tokens * price`` with no
-scaling. Every cost is computed exactly and rounded ONCE, up to a whole micro-USD, at
-the end of a request: the ledger never under-counts a request and, because only
-integers are ever summed, totals never drift.
+Money is never a float here, and nothing on the request path touches a ``Decimal``.
 
-``Usage.input_tokens`` follows the OpenAI convention: it INCLUDES cached input tokens.
-Provider adapters whose upstream reports cache reads separately (Anthropic) add them
-back before building a ``Usage``.
+A ``Price`` is stated in USD per million tokens (exact ``Decimal`` values from the
+config, or from genai-prices: ``accounting.prices_db``) and is converted ONCE, when it
+is built, into integer rates in **pico-USD (1e-12 USD) per token**: ``$2.50/MTok`` is
+2,500,000 pico-USD per token. A rate finer than a whole pico-USD per token (more than six
+decimals of USD per MTok) is rounded UP to the next pico, so a rate is never below the
+published one (by less than 1e-12 USD per token).
+
+Each kind of token has its own rate (``Rates``)::
+
+    fresh input     input_tokens - cached_input_tokens - cache_write_tokens
+    cached input    cache reads: cached_input_per_mtok (else the input price)
+    cache write     5-minute cache writes: cache_write_per_mtok (else the input price:
+                    no surcharge unless one is configured)
+    cache write 1h  1-hour cache writes: cache_write_1h_per_mtok (else the cache-write price)
+    output          output + partial output (reasoning tokens are output)
+
+Tiers (long-context prices, genai-prices' threshold model): a tier applies when the
+request's TOTAL input tokens (fresh + cache reads + cache writes) exceed its
+``above_input_tokens``, and then its rates apply to ALL tokens of the request, output
+included (Claude Sonnet 4.5 above 200k input tokens).
+
+A cost is the exact integer sum of ``tokens * rate`` in pico-USD, converted to micro-USD
+by rounding UP once per attempt (``cost_micros``): the ledger never under-counts an
+attempt and, since only integers are ever summed, totals never drift. ``cost_micros``
+and ``worst_case_micros`` run on every attempt: a few integer multiplications on fields
+computed when the price was built.
 """
 
 from __future__ import annotations
 
 import decimal
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
-from importlib import resources
-from typing import Any
-
-import yaml
 
 from accounting.usage import Usage
 
 __all__ = [
-    "ModelInfo",
     "Price",
-    "bundled_prices",
+    "PriceTier",
+    "Rates",
     "cost_micros",
-    "exact_cost",
+    "cost_picos",
+    "max_output_within",
     "micros_to_usd",
-    "parse_price_table",
+    "output_rate_pico",
+    "rate_usd_per_mtok",
     "usd_to_micros",
     "worst_case_micros",
 ]
 
-# Exact arithmetic: enough precision for any product of a price and a token count,
-# and any loss of precision raises instead of rounding silently.
+# Exact arithmetic for the conversion at start: any loss of precision raises.
 _EXACT = decimal.Context(
     prec=decimal.MAX_PREC,
     Emax=decimal.MAX_EMAX,
@@ -45,6 +61,7 @@ _EXACT = decimal.Context(
     traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow],
 )
 
+PICO_PER_MICRO = 1_000_000  # also: pico-USD per token for each USD per MTok
 _MICROS_PER_USD = 1_000_000
 _MAX_USD_TEXT = 40
 _USD_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
@@ -59,84 +76,226 @@ def _check_price(name: str, value: object, *, optional: bool = False) -> None:
         raise ValueError(f"{name} must be a finite, non-negative Decimal, got {value}")
 
 
+def _pico(per_mtok: Decimal) -> int:
+    """USD per MTok -> pico-USD per token, rounded up to a whole pico."""
+    scaled = per_mtok.scaleb(6, context=_EXACT)
+    return int(scaled.to_integral_value(rounding=decimal.ROUND_CEILING, context=_EXACT))
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """One band's integer rates in pico-USD per token (see the module docstring).
+
+    ``worst_input`` and ``worst_output`` are what the worst case reserves: the highest
+    input rate of any kind (a request may write its whole prompt to the cache) and the
+    output rate, each the highest of this band and every lower one, so that a request
+    whose real input turns out smaller than its estimate is still covered.
+    """
+
+    input: int
+    cached_input: int
+    cache_write: int
+    cache_write_1h: int
+    output: int
+    worst_input: int
+    worst_output: int
+    worst_uncached_input: int  # the worst input rate of a request that writes no cache
+
+
+def _rates(band: Price | PriceTier, below: Rates | None) -> Rates:
+    inp = _pico(band.input_per_mtok)
+    cached = inp if band.cached_input_per_mtok is None else _pico(band.cached_input_per_mtok)
+    write = inp if band.cache_write_per_mtok is None else _pico(band.cache_write_per_mtok)
+    write_1h = (
+        write if band.cache_write_1h_per_mtok is None else _pico(band.cache_write_1h_per_mtok)
+    )
+    out = _pico(band.output_per_mtok)
+    worst_in, worst_out, worst_plain = max(inp, cached, write, write_1h), out, max(inp, cached)
+    if below is not None:
+        worst_in, worst_out = max(worst_in, below.worst_input), max(worst_out, below.worst_output)
+        worst_plain = max(worst_plain, below.worst_uncached_input)
+    return Rates(inp, cached, write, write_1h, out, worst_in, worst_out, worst_plain)
+
+
+def _check_band(band: Price | PriceTier) -> None:
+    _check_price("input_per_mtok", band.input_per_mtok)
+    _check_price("output_per_mtok", band.output_per_mtok)
+    for name in ("cached_input_per_mtok", "cache_write_per_mtok", "cache_write_1h_per_mtok"):
+        _check_price(name, getattr(band, name), optional=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTier:
+    """Prices (USD per MTok) for requests whose total input exceeds ``above_input_tokens``.
+
+    Optional prices default as in ``Price``, within the tier: cached input and cache
+    writes at the tier's input price, 1-hour writes at its cache-write price.
+    """
+
+    above_input_tokens: int
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cached_input_per_mtok: Decimal | None = None
+    cache_write_per_mtok: Decimal | None = None
+    cache_write_1h_per_mtok: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        start = self.above_input_tokens
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"above_input_tokens must be an integer >= 0, got {start!r}")
+        _check_band(self)
+
+
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per million tokens (equivalently: micro-USD per token)."""
+    """A model's prices in USD per million tokens, with its integer rates.
+
+    ``cached_input_per_mtok`` None: cache reads at the input price; ``cache_write_per_mtok``
+    None: cache writes at the input price; ``cache_write_1h_per_mtok`` None: 1-hour writes
+    at the cache-write price. ``tiers``: long-context prices, by ascending threshold.
+    ``source`` says where the price came from ("config", "genai-prices 0.2.3, ...").
+    """
 
     input_per_mtok: Decimal
     output_per_mtok: Decimal
-    # Price of input tokens served from the provider's prompt cache; None = no
-    # discount, cached input is billed at ``input_per_mtok``.
     cached_input_per_mtok: Decimal | None = None
+    cache_write_per_mtok: Decimal | None = None
+    cache_write_1h_per_mtok: Decimal | None = None
+    tiers: tuple[PriceTier, ...] = ()
+    source: str = field(default="config", compare=False)
+    # Computed once in __post_init__: the rates below the first tier, and every tier's
+    # (threshold, rates) from the highest threshold down (the order lookups need).
+    base: Rates = field(init=False, repr=False, compare=False)
+    _tiers_down: tuple[tuple[int, Rates], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check_price("input_per_mtok", self.input_per_mtok)
-        _check_price("output_per_mtok", self.output_per_mtok)
-        _check_price("cached_input_per_mtok", self.cached_input_per_mtok, optional=True)
+        _check_band(self)
+        tiers = tuple(self.tiers)
+        if not all(isinstance(tier, PriceTier) for tier in tiers):
+            raise TypeError("tiers must be PriceTier objects")
+        starts = [tier.above_input_tokens for tier in tiers]
+        if starts != sorted(set(starts)):
+            raise ValueError("tiers must have distinct thresholds in ascending order")
+        base = _rates(self, None)
+        bands: list[tuple[int, Rates]] = []
+        below = base
+        for tier in tiers:
+            below = _rates(tier, below)
+            bands.append((tier.above_input_tokens, below))
+        object.__setattr__(self, "tiers", tiers)
+        object.__setattr__(self, "base", base)
+        object.__setattr__(self, "_tiers_down", tuple(reversed(bands)))
 
     @property
-    def cached_rate(self) -> Decimal:
-        """The rate cached input is billed at."""
-        if self.cached_input_per_mtok is None:
-            return self.input_per_mtok
-        return self.cached_input_per_mtok
+    def tier_rates(self) -> tuple[tuple[int, Rates], ...]:
+        """(above_input_tokens, rates) of every tier, by ascending threshold."""
+        return tuple(reversed(self._tiers_down))
+
+    def rates_for(self, input_tokens: int) -> Rates:
+        """The rates of the band a request with this many TOTAL input tokens falls in."""
+        for start, rates in self._tiers_down:
+            if input_tokens > start:
+                return rates
+        return self.base
 
 
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    price: Price
-    max_output_tokens: int
-    context_window: int
-    provider: str
-
-
-def _ceil_micros(exact: Decimal) -> int:
-    return int(exact.to_integral_value(rounding=decimal.ROUND_CEILING, context=_EXACT))
-
-
-def _count(value: int | None) -> int:
-    """Unknown (None) and nonsensical negative counts are billed as 0."""
-    return value if value is not None and value > 0 else 0
-
-
-def exact_cost(price: Price, usage: Usage) -> Decimal:
-    """The unrounded cost in micro-USD (a Decimal); see ``cost_micros``."""
-    total_input = _count(usage.input_tokens)
-    cached = _count(usage.cached_input_tokens)
-    fresh = max(0, total_input - cached)
-    output = _count(usage.output_tokens) + _count(usage.partial_output_tokens)
-    c = _EXACT
-    return c.add(
-        c.add(c.multiply(price.input_per_mtok, fresh), c.multiply(price.cached_rate, cached)),
-        c.multiply(price.output_per_mtok, output),
+def cost_picos(price: Price, usage: Usage) -> int:
+    """The exact cost of ``usage`` in pico-USD (see ``cost_micros``)."""
+    total = usage.input_tokens
+    total = total if total is not None and total > 0 else 0
+    cached = usage.cached_input_tokens
+    cached = cached if cached is not None and cached > 0 else 0
+    w1h = usage.cache_write_1h_tokens
+    w1h = w1h if w1h is not None and w1h > 0 else 0
+    w5m = usage.cache_write_tokens
+    w5m = w5m - w1h if w5m is not None and w5m > w1h else 0
+    fresh = total - cached - w5m - w1h
+    if fresh < 0:  # parts above the whole (a garbled report): bill every part in full
+        fresh, total = 0, cached + w5m + w1h
+    out = usage.output_tokens
+    out = out if out is not None and out > 0 else 0
+    partial = usage.partial_output_tokens
+    if partial is not None and partial > 0:
+        out += partial
+    r = price.base
+    for start, rates in price._tiers_down:
+        if total > start:
+            r = rates
+            break
+    return (
+        fresh * r.input
+        + cached * r.cached_input
+        + w5m * r.cache_write
+        + w1h * r.cache_write_1h
+        + out * r.output
     )
 
 
 def cost_micros(price: Price, usage: Usage) -> int:
-    """Cost of one request in integer micro-USD, rounded up once.
+    """Cost of one attempt in integer micro-USD: the exact pico-USD sum, rounded up once.
 
-    Non-cached input (``input - cached``, never negative) is billed at the input price,
-    cached input at the cached price (the input price when the model has none), output
-    plus partial (cut-off, estimated) output at the output price. Unknown counts are
-    billed as 0: callers estimate missing counts before calling this.
+    Fresh input (``input - cached - cache writes``, never negative) at the input rate,
+    cache reads at the cached rate, cache writes at the cache-write rate (the part
+    written to the 1-hour cache at the 1-hour rate), output plus partial (cut-off,
+    estimated) output at the output rate, all in the tier the total input falls in.
+    Unknown counts are billed as 0: callers estimate missing counts before calling this.
     """
-    return _ceil_micros(exact_cost(price, usage))
+    return -(-cost_picos(price, usage) // PICO_PER_MICRO)
 
 
-def worst_case_micros(price: Price, prompt_tokens: int, max_output_tokens: int) -> int:
-    """Upper bound of a request's cost before it is sent, rounded up once.
+def worst_case_micros(
+    price: Price, prompt_tokens: int, max_output_tokens: int, *, caching: bool = True
+) -> int:
+    """Upper bound of an attempt's cost before it is sent, rounded up once.
 
-    The whole prompt is billed at the (uncached) input price and the full output
-    allowance at the output price. Raises ``ValueError`` on negative counts.
+    In the tier the prompt falls in, the whole prompt at the highest input rate of any
+    kind (``Rates.worst_input``: a request may write its whole prompt to the cache, also
+    to the 1-hour cache) and the whole output allowance at the output rate. With
+    ``caching`` False (the request marks nothing for the cache, so it cannot write one)
+    cache-write rates are left out. It bounds ``cost_micros`` of any usage with at most
+    ``prompt_tokens`` input and ``max_output_tokens`` output. Raises ``ValueError`` on
+    negative counts.
     """
     if prompt_tokens < 0 or max_output_tokens < 0:
         raise ValueError("token counts must not be negative")
-    c = _EXACT
-    exact = c.add(
-        c.multiply(price.input_per_mtok, prompt_tokens),
-        c.multiply(price.output_per_mtok, max_output_tokens),
-    )
-    return _ceil_micros(exact)
+    r = price.rates_for(prompt_tokens)
+    rate_in = r.worst_input if caching else r.worst_uncached_input
+    picos = prompt_tokens * rate_in + max_output_tokens * r.worst_output
+    return -(-picos // PICO_PER_MICRO)
+
+
+def max_output_within(
+    price: Price, prompt_tokens: int, budget_micros: int, limit: int, *, caching: bool = True
+) -> int:
+    """The largest ``n <= limit`` with ``worst_case_micros(price, prompt_tokens, n) <=
+    budget_micros``; 0 when even ``n = 0`` does not fit (check that case separately).
+
+    Exact, by arithmetic: ``ceil(x / M) <= B`` holds exactly when ``x <= B * M`` for
+    integers, so ``n = (B * M - prompt * worst_input) // worst_output``. A model with a
+    zero output rate gets ``limit``. Raises ``ValueError`` on negative counts.
+    """
+    if prompt_tokens < 0 or limit < 0:
+        raise ValueError("token counts must not be negative")
+    r = price.rates_for(prompt_tokens)
+    rate_in = r.worst_input if caching else r.worst_uncached_input
+    room = budget_micros * PICO_PER_MICRO - prompt_tokens * rate_in
+    if room < 0:
+        return 0
+    if r.worst_output == 0:
+        return limit
+    return min(limit, room // r.worst_output)
+
+
+def output_rate_pico(price: Price, prompt_tokens: int) -> int:
+    """The output rate (pico-USD per token) the worst case uses for a prompt this long."""
+    return price.rates_for(prompt_tokens).worst_output
+
+
+def rate_usd_per_mtok(pico: int) -> str:
+    """A rate in pico-USD per token as exact USD per MTok: 2500000 -> "2.50"."""
+    whole, frac = divmod(pico, PICO_PER_MICRO)
+    digits = f"{frac:06d}".rstrip("0")
+    return f"{whole}.{digits:0<2}"
 
 
 def usd_to_micros(text: str) -> int:
@@ -169,69 +328,3 @@ def micros_to_usd(m: int) -> str:
     sign = "-" if m < 0 else ""
     whole, frac = divmod(abs(m), _MICROS_PER_USD)
     return f"{sign}{whole}.{frac:06d}"
-
-
-def _decimal_field(entry: dict[str, Any], key: str, model: str) -> Decimal:
-    raw = entry.get(key)
-    if isinstance(raw, bool) or not isinstance(raw, str | int):
-        # Floats are refused: YAML floats are binary and would not be exact.
-        raise ValueError(f"prices.yaml: {model}.{key} must be a quoted decimal string")
-    try:
-        value = Decimal(str(raw))
-    except decimal.InvalidOperation as exc:
-        raise ValueError(f"prices.yaml: {model}.{key} is not a decimal: {raw!r}") from exc
-    if not value.is_finite() or value < 0:
-        raise ValueError(f"prices.yaml: {model}.{key} must be finite and >= 0")
-    return value
-
-
-def _int_field(entry: dict[str, Any], key: str, model: str, minimum: int) -> int:
-    raw = entry.get(key)
-    if isinstance(raw, bool) or not isinstance(raw, int) or raw < minimum:
-        raise ValueError(f"prices.yaml: {model}.{key} must be an integer >= {minimum}")
-    return raw
-
-
-def _model_info(model: str, entry: object) -> ModelInfo:
-    if not isinstance(entry, dict):
-        raise ValueError(f"prices.yaml: entry for {model} must be a mapping")
-    cached = None
-    if entry.get("cached_input_per_mtok") is not None:
-        cached = _decimal_field(entry, "cached_input_per_mtok", model)
-    provider = entry.get("provider")
-    if not isinstance(provider, str) or not provider:
-        raise ValueError(f"prices.yaml: {model}.provider must be a non-empty string")
-    return ModelInfo(
-        price=Price(
-            input_per_mtok=_decimal_field(entry, "input_per_mtok", model),
-            output_per_mtok=_decimal_field(entry, "output_per_mtok", model),
-            cached_input_per_mtok=cached,
-        ),
-        max_output_tokens=_int_field(entry, "max_output_tokens", model, 0),
-        context_window=_int_field(entry, "context_window", model, 1),
-        provider=provider,
-    )
-
-
-def parse_price_table(text: str) -> tuple[str, dict[str, ModelInfo]]:
-    """Parse a prices document (the format of the bundled ``prices.yaml``)."""
-    doc = yaml.safe_load(text)
-    if not isinstance(doc, dict):
-        raise ValueError("prices.yaml: top level must be a mapping")
-    as_of = doc.get("as_of")
-    if not isinstance(as_of, str) or not as_of:
-        raise ValueError("prices.yaml: as_of must be a quoted date string")
-    models = doc.get("models")
-    if not isinstance(models, dict):
-        raise ValueError("prices.yaml: models must be a mapping")
-    table = {str(name): _model_info(str(name), entry) for name, entry in models.items()}
-    return as_of, table
-
-
-def bundled_prices() -> tuple[str, dict[str, ModelInfo]]:
-    """(as_of date, table) from the list prices shipped with the package.
-
-    Returns a fresh dict on every call: callers may extend or override it.
-    """
-    text = resources.files("accounting").joinpath("prices.yaml").read_text(encoding="utf-8")
-    return parse_price_table(text)

@@ -3,6 +3,18 @@
 A provider may or may not report a count; a stream cut off half-way never reports its
 completion count. Each field is ``None`` when unknown and an ``int`` when known, so a
 missing count can be estimated instead of silently billed as zero.
+
+Input convention (OpenAI's, also genai-prices'): ``input_tokens`` is the WHOLE prompt::
+
+    input_tokens = fresh input + cached_input_tokens (cache reads) + cache_write_tokens
+
+``cache_write_tokens`` counts every prompt token written to the provider's prompt cache
+(Anthropic ``cache_creation_input_tokens``), whatever its lifetime;
+``cache_write_1h_tokens`` is the part of it written to the 1-hour cache (Anthropic's
+``cache_creation.ephemeral_1h_input_tokens``; unknown means none: the 5-minute rate).
+Cache reads and writes are sub-kinds of input: they are never added to a token total.
+Output reasoning tokens are part of ``output_tokens`` (OpenAI counts them in
+``completion_tokens``) and are billed at the output rate.
 """
 
 from __future__ import annotations
@@ -18,6 +30,10 @@ class Usage:
     # Completion tokens that were generated but never reported by the provider
     # (a stream cut off before its usage block): estimated by the tokenizer.
     partial_output_tokens: int | None = None
+    # Prompt tokens written to the prompt cache (part of input_tokens), and the part of
+    # those written to the 1-hour cache (part of cache_write_tokens).
+    cache_write_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None
 
     @property
     def complete(self) -> bool:
@@ -36,6 +52,8 @@ class Usage:
             output_tokens=_pick(newer.output_tokens, self.output_tokens),
             cached_input_tokens=_pick(newer.cached_input_tokens, self.cached_input_tokens),
             partial_output_tokens=_pick(newer.partial_output_tokens, self.partial_output_tokens),
+            cache_write_tokens=_pick(newer.cache_write_tokens, self.cache_write_tokens),
+            cache_write_1h_tokens=_pick(newer.cache_write_1h_tokens, self.cache_write_1h_tokens),
         )
 
     def add(self, other: Usage) -> Usage:
@@ -45,6 +63,8 @@ class Usage:
             _plus(self.output_tokens, other.output_tokens),
             _plus(self.cached_input_tokens, other.cached_input_tokens),
             _plus(self.partial_output_tokens, other.partial_output_tokens),
+            _plus(self.cache_write_tokens, other.cache_write_tokens),
+            _plus(self.cache_write_1h_tokens, other.cache_write_1h_tokens),
         )
 
     def total(self) -> int:
@@ -54,11 +74,16 @@ class Usage:
         )
 
     def by_kind(self) -> dict[str, int]:
-        """Known counts by the metric's ``kind`` label; unknown kinds are left out."""
+        """Known counts by the metric's ``kind`` label; unknown kinds are left out.
+
+        ``cached_input`` and ``cache_write`` are parts of ``input``: only ``input``,
+        ``output`` and ``partial_output`` add up to a total (``COUNTED_KINDS``).
+        """
         kinds = {
             "input": self.input_tokens,
             "output": self.output_tokens,
             "cached_input": self.cached_input_tokens,
+            "cache_write": self.cache_write_tokens,
             "partial_output": self.partial_output_tokens,
         }
         return {k: v for k, v in kinds.items() if v is not None}
@@ -73,7 +98,12 @@ def _pick(newer: int | None, older: int | None) -> int | None:
 
 
 def from_openai(block: object) -> Usage:
-    """Usage from an OpenAI ``usage`` object (chat or embeddings); tolerant of garbage."""
+    """Usage from an OpenAI ``usage`` object (chat or embeddings); tolerant of garbage.
+
+    OpenAI reports cache reads (``prompt_tokens_details.cached_tokens``, part of
+    ``prompt_tokens``) and no cache writes; reasoning tokens are inside
+    ``completion_tokens``.
+    """
     if not isinstance(block, dict):
         return Usage()
     details = block.get("prompt_tokens_details")

@@ -1,4 +1,4 @@
-"""The ``spendgate`` command: serve, mock-provider, check-config."""
+"""The ``spendgate`` command: serve, mock-provider, check-config, prices."""
 
 from __future__ import annotations
 
@@ -15,7 +15,22 @@ from pathlib import Path
 import uvicorn
 import yaml
 
-from gateway.config import LOG_LEVEL_ENV, ConfigError, load, load_file, resolve_secrets
+from accounting.prices_db import PriceNotFound, guess_provider
+from accounting.pricing import Price, Rates, rate_usd_per_mtok
+from gateway.config import (
+    LOG_LEVEL_ENV,
+    ConfigError,
+    DefaultsConfig,
+    FileConfig,
+    ModelConfig,
+    config_path_from_env,
+    context_window_of,
+    load,
+    load_file,
+    max_output_of,
+    price_of,
+    resolve_secrets,
+)
 from gateway.telemetry.tracing import exporters_from_env
 
 DEMO_PROVIDER_KEY_ENV = "SPENDGATE_DEMO_PROVIDER_KEY"
@@ -41,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     mock.add_argument("--script", help="JSON or YAML file: model -> script")
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file")
+    prices = sub.add_parser("prices", help="show what models are charged, and why")
+    prices.add_argument("models", nargs="+", metavar="MODEL")
+    prices.add_argument("--config", help="YAML config (default: $SPENDGATE_CONFIG)")
+    prices.add_argument(
+        "--provider",
+        choices=["openai", "anthropic"],
+        help="without a config: the provider of a bare model name (default: guessed)",
+    )
     return parser
 
 
@@ -53,7 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "prices":
+        return show_prices(args.models, args.config or config_path_from_env(), args.provider)
     return serve_gateway(args)
+
+
+def _print_problems(path: str, exc: ConfigError) -> None:
+    print(f"{path}: invalid", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
 
 
 def check_config(path: str) -> int:
@@ -61,15 +92,81 @@ def check_config(path: str) -> int:
         config = load_file(path)
         resolve_secrets(config)
     except ConfigError as exc:
-        print(f"{path}: invalid", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _print_problems(path, exc)
         return 1
     print(
         f"{path}: ok ({len(config.providers)} providers, {len(config.models)} models, "
         f"{len(config.auth.keys)} keys, store {config.store.split(':', 1)[0]})"
     )
     return 0
+
+
+_KINDS = ("input", "cached input", "cache write", "cache write 1h", "output")
+
+
+def _cells(rates: Rates) -> list[str]:
+    picos = (rates.input, rates.cached_input, rates.cache_write, rates.cache_write_1h)
+    return [rate_usd_per_mtok(pico) for pico in (*picos, rates.output)]
+
+
+def _price_lines(price: Price) -> list[str]:
+    rows = [["USD per MTok", *_KINDS], ["base", *_cells(price.base)]]
+    rows += [[f"input > {start}", *_cells(rates)] for start, rates in price.tier_rates]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    widths[0] = max(widths[0], 14)  # aligned with the other labels
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+
+
+def _describe(name: str, where: str, price: Price, max_out: int, window: int | None) -> None:
+    print(f"{name}: {where}")
+    print(f"  price from      {price.source}")
+    for line in _price_lines(price):
+        print(f"  {line}".rstrip())
+    print(f"  max output      {max_out} tokens")
+    print(f"  context window  {f'{window} tokens' if window else 'unknown'}")
+
+
+def _show_configured(name: str, config: FileConfig, path: str) -> bool:
+    model = config.models.get(name)
+    if model is None:
+        print(f"spendgate prices: no model named {name!r} in {path}", file=sys.stderr)
+        return False
+    kind = config.providers[model.provider].kind
+    where = f"{model.upstream_model} at provider {model.provider} ({kind})"
+    price = price_of(model, kind)
+    window = context_window_of(model, kind)
+    _describe(name, where, price, max_output_of(model, config.defaults), window)
+    return True
+
+
+def _show_bare(name: str, provider: str | None) -> bool:
+    kind = provider or guess_provider(name)
+    model = ModelConfig(provider=kind, upstream_model=name)
+    try:
+        price = price_of(model, kind)
+    except PriceNotFound as exc:
+        print(
+            f"spendgate prices: unknown model {name!r}: {exc}; a config must set its "
+            "models.<name>.price",
+            file=sys.stderr,
+        )
+        return False
+    window = context_window_of(model, kind)
+    _describe(name, f"{name} at {kind}", price, max_output_of(model, DefaultsConfig()), window)
+    return True
+
+
+def show_prices(names: Sequence[str], config_path: str | None, provider: str | None) -> int:
+    """Print each model's rates per MTok (with tiers), max output, context window and
+    price source; exit 1 when one is unknown, 2 when the config is invalid."""
+    if not config_path:
+        return 0 if all([_show_bare(name, provider) for name in names]) else 1
+    try:
+        config = load_file(config_path)
+    except ConfigError as exc:
+        _print_problems(config_path, exc)
+        return 2
+    return 0 if all([_show_configured(name, config, config_path) for name in names]) else 1
 
 
 def serve_gateway(args: argparse.Namespace) -> int:

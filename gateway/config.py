@@ -10,13 +10,22 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from accounting.pricing import Price, bundled_prices
+from accounting.prices_db import (
+    PriceNotFound,
+    db_context_window,
+    db_price,
+    guess_provider,
+    known_model,
+    known_models,
+)
+from accounting.pricing import Price, PriceTier
 from gateway.config_proxy import UpstreamRoute, header_safe, upstream_routes
 from gateway.config_schema import (
     AuthConfig,
@@ -29,6 +38,7 @@ from gateway.config_schema import (
     KeyConfig,
     ModelConfig,
     PriceConfig,
+    PriceTierConfig,
     ProviderConfig,
     RetryConfig,
     ServerConfig,
@@ -53,10 +63,13 @@ __all__ = [
     "ServerConfig",
     "UpstreamRoute",
     "WorkflowsConfig",
+    "context_window_of",
     "header_safe",
     "load",
+    "max_output_of",
     "parse",
     "period_seconds",
+    "price_of",
     "resolve_secrets",
     "upstream_routes",
 ]
@@ -99,7 +112,6 @@ def _check_names(config: FileConfig) -> list[str]:
 
 def _check_references(config: FileConfig) -> list[str]:
     problems: list[str] = _check_names(config)
-    table = bundled_prices()[1]
     for name, model in config.models.items():
         path = f"models.{name}"
         if model.provider not in config.providers:
@@ -110,10 +122,9 @@ def _check_references(config: FileConfig) -> list[str]:
                     problems.append(f"{path}.{field}: no model named {target!r}")
                 elif target == name:
                     problems.append(f"{path}.{field}: a model cannot fall back to itself")
-        if model.price is None and model.upstream_model not in table:
-            problems.append(
-                f"{path}.price: required (no bundled price for {model.upstream_model!r})"
-            )
+        provider = config.providers.get(model.provider)
+        if model.price is None and provider is not None:
+            problems.extend(_check_price(path, model, provider.kind))
     for index, key in enumerate(config.auth.keys):
         for allowed in key.models or ():
             if allowed not in config.models:
@@ -136,23 +147,65 @@ def load_file(path: str | Path) -> FileConfig:
     return parse(raw if raw is not None else {})
 
 
-def price_of(model: ModelConfig) -> Price:
-    if model.price is not None:
-        p = model.price
-        return Price(p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok)
-    return bundled_prices()[1][model.upstream_model].price
+def _check_price(path: str, model: ModelConfig, provider_kind: str) -> list[str]:
+    try:
+        db_price(model.upstream_model, provider_kind)
+    except PriceNotFound as exc:
+        return [f"{path}.price: required ({exc}): set {path}.price"]
+    return []
+
+
+def _band(p: PriceConfig | PriceTierConfig) -> dict[str, Any]:
+    return {
+        "input_per_mtok": p.input_per_mtok,
+        "output_per_mtok": p.output_per_mtok,
+        "cached_input_per_mtok": p.cached_input_per_mtok,
+        "cache_write_per_mtok": p.cache_write_per_mtok,
+        "cache_write_1h_per_mtok": p.cache_write_1h_per_mtok,
+    }
+
+
+def price_of(
+    model: ModelConfig, provider_kind: str | None = None, *, at: datetime | None = None
+) -> Price:
+    """The model's price, decided once at start: its config ``price`` (source "config"),
+    else genai-prices' for its upstream model at ``provider_kind`` (default: guessed
+    from the name) as of ``at`` (default now). Raises ``PriceNotFound`` when neither
+    has one (``parse`` refuses such a config first)."""
+    p = model.price
+    if p is None:
+        return db_price(
+            model.upstream_model, provider_kind or guess_provider(model.upstream_model), at
+        )
+    tiers = tuple(PriceTier(t.above_input_tokens, **_band(t)) for t in p.tiers)
+    return Price(**_band(p), tiers=tiers, source="config")
 
 
 def max_output_of(model: ModelConfig, defaults: DefaultsConfig) -> int:
+    """The config's ``max_output_tokens``, else the bundled table's (a dated name finds
+    its undated entry), else ``defaults.max_output_tokens``."""
     if model.max_output_tokens is not None:
         return model.max_output_tokens
-    info = bundled_prices()[1].get(model.upstream_model)
+    info = known_model(model.upstream_model)
     return info.max_output_tokens if info is not None else defaults.max_output_tokens
+
+
+def context_window_of(model: ModelConfig, provider_kind: str | None = None) -> int | None:
+    """The model's context window in tokens: the config's ``context_window``, else
+    genai-prices', else the bundled table's, else None (unknown). ``provider_kind``
+    defaults to a guess from the name."""
+    if model.context_window is not None:
+        return model.context_window
+    name = model.upstream_model
+    window = db_context_window(name, provider_kind or guess_provider(name))
+    if window is None and (info := known_model(name)) is not None:
+        window = info.context_window
+    return window
 
 
 def env_config(environ: Mapping[str, str]) -> FileConfig:
     """The config used with no file: every provider whose key is in the environment."""
-    table = bundled_prices()[1]
+    table = known_models()
     providers: dict[str, Any] = {}
     if environ.get("OPENAI_API_KEY"):
         providers["openai"] = {

@@ -84,10 +84,40 @@ class ProviderConfig(_Strict):
         return value
 
 
-class PriceConfig(_Strict):
-    input_per_mtok: Decimal = Field(ge=0)
-    output_per_mtok: Decimal = Field(ge=0)
-    cached_input_per_mtok: Decimal | None = Field(default=None, ge=0)
+# USD per million tokens; a million USD per MTok (a dollar a token) is far beyond any
+# real price: a larger value is a typo, refused.
+_MTOK_MAX = 1_000_000
+
+
+class _PriceBand(_Strict):
+    """USD per million tokens. Unset: cache reads and cache writes at the input price,
+    1-hour cache writes at the cache-write price."""
+
+    input_per_mtok: Decimal = Field(ge=0, le=_MTOK_MAX)
+    output_per_mtok: Decimal = Field(ge=0, le=_MTOK_MAX)
+    cached_input_per_mtok: Decimal | None = Field(default=None, ge=0, le=_MTOK_MAX)
+    cache_write_per_mtok: Decimal | None = Field(default=None, ge=0, le=_MTOK_MAX)
+    cache_write_1h_per_mtok: Decimal | None = Field(default=None, ge=0, le=_MTOK_MAX)
+
+
+class PriceTierConfig(_PriceBand):
+    """Prices for every token of a request whose total input exceeds the threshold."""
+
+    above_input_tokens: int = Field(ge=0)
+
+
+class PriceConfig(_PriceBand):
+    """A model's own price; wins over genai-prices (``accounting.prices_db``)."""
+
+    tiers: tuple[PriceTierConfig, ...] = ()
+
+    @field_validator("tiers")
+    @classmethod
+    def _ascending(cls, tiers: tuple[PriceTierConfig, ...]) -> tuple[PriceTierConfig, ...]:
+        starts = [tier.above_input_tokens for tier in tiers]
+        if starts != sorted(set(starts)):
+            raise ValueError("tiers must have distinct above_input_tokens in ascending order")
+        return tiers
 
 
 class RetryConfig(_Strict):
@@ -118,6 +148,7 @@ class ModelConfig(_Strict):
     continuation: Literal["prefill", "none"] = "none"
     first_token_timeout_s: float | None = Field(default=None, gt=0)  # else the provider's
     idle_timeout_s: float | None = Field(default=None, gt=0)  # else the provider's
+    context_window: int | None = Field(default=None, ge=1)  # tokens; else the price database's
 
 
 class DefaultsConfig(_Strict):
@@ -151,6 +182,10 @@ class BudgetsConfig(_Strict):
     # left, a timeout, the shutdown) may have produced tokens that never reached us:
     # they are charged as this allowance on top of what arrived.
     cut_stream_allowance_tokens: int = Field(default=16, ge=0, le=100_000)
+    # When a request's worst case does not fit a budget, lower (or set) its output limit
+    # to what the budget can pay for; false: answer 402 instead.
+    clamp_output: bool = True
+    min_output_tokens: int = Field(default=256, ge=1)  # a lower clamp is refused (402)
 
 
 class WorkflowsConfig(_Strict):

@@ -22,6 +22,8 @@ from gateway.providers.base import Endpoint, UpstreamStream
 from gateway.runtime import ModelRuntime
 from policies.deadline import Deadline
 
+OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
 
 @dataclass
 class Ctx:
@@ -50,8 +52,11 @@ class Ctx:
     span: Any = None  # the request's server span, when tracing is on
     retry_reason: str | None = None
     body_bytes: int = 0
+    caching: bool = False  # the body marks something for the cache (it may write one)
     attempts_open: list[Attempt] = field(default_factory=list)  # reserved, not settled
     rules: list[str] = field(default_factory=list)  # the charging rule of each attempt
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (fallback, why not)
+    sent_limit: int | None = None  # an output limit the gateway lowered or set (per choice)
     _prompt: dict[str, int] = field(default_factory=dict)
 
     def prompt_bound(self) -> int:
@@ -75,21 +80,35 @@ class Ctx:
             upper_bound_of_count(self.prompt_tokens(m), m.upstream_model), self.prompt_bound()
         )
 
-    def max_output(self, m: ModelRuntime) -> int:
-        """The most completion tokens this request can be billed: its limit (else the
-        model's max output) for each of its ``n`` choices."""
-        if self.endpoint == "embeddings":
-            return 0
+    def output_limit(self, m: ModelRuntime) -> tuple[int, int]:
+        """(output limit per choice, choices): the caller's limit (never above the
+        model's maximum: a larger one is lowered to it), else the model's maximum."""
         limit = m.max_output_tokens
-        for name in ("max_completion_tokens", "max_tokens"):
+        for name in OUTPUT_FIELDS:
             value = self.body.get(name)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                limit = value
+                limit = min(value, m.max_output_tokens)
                 break
         choices = self.body.get("n", 1)
         if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
-            return limit * choices
-        return limit
+            return limit, choices
+        return limit, 1
+
+    def max_output(self, m: ModelRuntime) -> int:
+        """The most completion tokens this request can be billed: its limit for each of
+        its ``n`` choices (see ``output_limit``)."""
+        if self.endpoint == "embeddings":
+            return 0
+        limit, choices = self.output_limit(m)
+        return limit * choices
+
+    def caller_limit(self) -> tuple[str | None, int | None]:
+        """The output-limit field the caller set, and its value (None, None if none)."""
+        for name in OUTPUT_FIELDS:
+            value = self.body.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return name, value
+        return None, None
 
 
 @dataclass(slots=True)
@@ -102,6 +121,7 @@ class Attempt:
     is_retry: bool
     prompt_tokens: int  # the prompt part of the hold (an upper bound); -1: none held
     output_tokens: int  # the output part of the hold
+    sent_limit: int | None = None  # the output limit per choice sent, when not the caller's
     stream: UpstreamStream | None = None  # once the upstream accepted a stream
     draining: bool = False  # abandoned at the deadline, read on in the background
 
@@ -133,6 +153,8 @@ def response_headers(ctx: Ctx, *, with_cost: bool = True) -> dict[str, str]:
     }
     if with_cost:
         headers["x-spendgate-cost-usd"] = micros_to_usd(ctx.cost_micros)
+    if ctx.sent_limit is not None:
+        headers["x-spendgate-max-tokens"] = str(ctx.sent_limit)
     wf = ctx.workflow
     if wf is not None:
         headers["x-workflow-spent-usd"] = micros_to_usd(wf.spent_micros)

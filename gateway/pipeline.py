@@ -20,10 +20,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from accounting.errors import BudgetExceeded
-from accounting.pricing import worst_case_micros
+from gateway import reserve
 from gateway.context import Answer, Attempt, Ctx, StreamAnswer
-from gateway.counting import MAX_COUNTED_BYTES
 from gateway.drain import drain
 from gateway.providers.base import Completed, UpstreamCall, UpstreamStream
 from gateway.providers.classify import silent, stream_broken
@@ -37,7 +35,6 @@ from policies.errors import UpstreamError
 from policies.fallback import Step
 from policies.retry import RetryHooks
 
-NEAR_CAP = 10  # a bound above a tenth of what is left is counted exactly
 COMMIT_LOOKAHEAD = 8
 
 
@@ -53,6 +50,12 @@ async def run(rt: Runtime, ctx: Ctx) -> Answer | StreamAnswer:
     async def one(step: Step) -> Answer | StreamAnswer:
         return await attempt(rt, ctx, step)
 
+    choices = fallback.Choices(
+        allowed=ctx.principal.may_use,
+        fits=lambda name: _fits(rt, ctx, rt.models[name]),
+        on_fallback=lambda a, b, why: _on_fallback(ctx, a, b, why),
+        on_skip=lambda a, b, why: _on_skip(ctx, a, b, why),
+    )
     async with asyncio.timeout_at(_loop_deadline(ctx.deadline)):
         return await fallback.run(
             ctx.model,
@@ -61,8 +64,7 @@ async def run(rt: Runtime, ctx: Ctx) -> Answer | StreamAnswer:
             ctx.deadline,
             hooks,
             sdk_retrying=ctx.sdk_retrying,
-            on_fallback=lambda a, b, why: _on_fallback(ctx, a, b, why),
-            allowed=ctx.principal.may_use,
+            choices=choices,
         )
 
 
@@ -87,60 +89,29 @@ def _on_fallback(ctx: Ctx, from_model: str, to_model: str, reason: str) -> None:
     )
 
 
-async def _reserve(rt: Runtime, ctx: Ctx, m: ModelRuntime, step: Step) -> Attempt:
-    """Hold the attempt's worst case. The prompt is bounded by the body's size (no
-    tokenizing) when that bound is small next to what the budget has left; near a cap,
-    or when the bound does not fit, the tokenizer's count (an upper bound for the
-    model's own tokenizer) is used, so a loose bound never turns away a request the
-    budget could pay for."""
-    out = ctx.max_output(m)
-    if not ctx.scope.enforced:
-        hold = await rt.budgets.reserve(ctx.scope, 0, 0, 0.0)
-        return _opened(ctx, Attempt(m, hold, step.reason, step.attempt > 1, -1, out))
-    prompt = ctx.prompt_bound()
-    if not _near_cap(rt, ctx, m, prompt, out):
-        try:
-            return _opened(ctx, await _hold(rt, ctx, m, step, prompt, out))
-        except BudgetExceeded:
-            pass
-    upper = await _counted_upper(rt, ctx, m)
-    return _opened(ctx, await _hold(rt, ctx, m, step, min(upper or prompt, prompt), out))
-
-
-async def _counted_upper(rt: Runtime, ctx: Ctx, m: ModelRuntime) -> int | None:
-    """The tokenizer's upper bound of the prompt, unless counting would cost too much
-    (a huge body, or the counting pool is busy): then None, and the bound stands."""
-    if ctx.body_bytes > MAX_COUNTED_BYTES:
+async def _fits(rt: Runtime, ctx: Ctx, m: ModelRuntime) -> str | None:
+    """Why fallback ``m`` cannot serve this request faithfully (None: it can): a
+    request its API cannot express (``n`` > 1, logprobs, ...), or a prompt beyond its
+    context window (the byte bound first; counted only when that bound is over)."""
+    why = m.provider.incompatible(ctx.endpoint, ctx.body)
+    if why is not None or m.context_window is None or ctx.prompt_bound() <= m.context_window:
+        return why
+    counted = await reserve.counted_upper(rt, ctx, m)
+    if counted is not None and counted <= m.context_window:
         return None
-    return await rt.counter.run(lambda: ctx.prompt_upper(m))
+    return f"the prompt is beyond its context window of {m.context_window} tokens"
 
 
-def _opened(ctx: Ctx, at: Attempt) -> Attempt:
-    ctx.attempts_open.append(at)
-    return at
-
-
-def _near_cap(rt: Runtime, ctx: Ctx, m: ModelRuntime, prompt: int, out: int) -> bool:
-    scope = ctx.scope
-    if scope.cap_tokens is not None and (prompt + out) * NEAR_CAP > scope.cap_tokens:
-        return True
-    if scope.cap_micros is None or scope.workflow_id is None:
-        return False
-    left = rt.seen.remaining_hint(scope.key, scope.workflow_id, scope.cap_micros)
-    return worst_case_micros(m.price, prompt, out) * NEAR_CAP > left
-
-
-async def _hold(
-    rt: Runtime, ctx: Ctx, m: ModelRuntime, step: Step, prompt: int, out: int
-) -> Attempt:
-    worst = worst_case_micros(m.price, prompt, out)
-    drain = 0.0 if ctx.stream else rt.drain_s
-    lease = max(ctx.deadline.remaining(), 0.0) + rt.config.defaults.lease_margin_s + drain
-    hold = await rt.budgets.reserve(ctx.scope, worst, prompt + out, lease)
-    if hold.workflow is not None:
-        ctx.workflow = hold.workflow
-        rt.seen.note(hold.workflow)
-    return Attempt(m, hold, step.reason, step.attempt > 1, prompt, out)
+def _on_skip(ctx: Ctx, from_model: str, to_model: str, reason: str) -> None:
+    ctx.skipped.append((to_model, reason))
+    metrics.FALLBACKS.labels(from_model, to_model, "incompatible").inc()
+    log.event(
+        "fallback_skipped",
+        request_id=ctx.request_id,
+        from_model=from_model,
+        to_model=to_model,
+        reason=reason,
+    )
 
 
 def _first_token_limit(ctx: Ctx, m: ModelRuntime, step: Step) -> float:
@@ -159,12 +130,12 @@ async def attempt(
     m = rt.models[step.model]
     ctx.served = m.name
     ctx.attempts += 1
-    at = await _reserve(rt, ctx, m, step)
+    at = await reserve.reserve(rt, ctx, m, step)
     span = rt.tracing.start_attempt(ctx.span, _attempt_attributes(rt, ctx, m, step))
     first = _first_token_limit(ctx, m, step)
     call = UpstreamCall(
         endpoint=ctx.endpoint,
-        body=body if body is not None else ctx.body,
+        body=reserve.with_limit(ctx, m, at, body if body is not None else ctx.body),
         upstream_model=m.upstream_model,
         stream=ctx.stream,
         headers=tracing.inject(span, ctx.upstream_headers),

@@ -34,8 +34,9 @@ OUTPUT_LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 MAX_DEPTH = 254  # orjson's own limit when serialising
 
 
-async def read_json(request: Request, limit: int) -> tuple[dict[str, Any], int]:
-    """The body parsed (once), and its size in bytes."""
+async def read_json(request: Request, limit: int) -> tuple[dict[str, Any], int, bool]:
+    """The body parsed (once), its size in bytes, and whether it marks anything for a
+    provider's prompt cache (only then can the request be billed cache writes)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -54,7 +55,7 @@ async def read_json(request: Request, limit: int) -> tuple[dict[str, Any], int]:
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
     _check_depth(raw, body)
-    return body, size
+    return body, size, b'"cache_control"' in raw
 
 
 def _check_depth(raw: bytes, body: dict[str, Any]) -> None:

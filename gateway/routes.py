@@ -57,9 +57,9 @@ async def _proxy(request: Request, endpoint: Endpoint) -> Response:
     request_id = rt.request_ids()
     try:
         principal = rt.auth.authenticate(request.headers.get("authorization"))
-        body, size = await read_json(request, rt.config.defaults.max_body_bytes)
+        body, size, caching = await read_json(request, rt.config.defaults.max_body_bytes)
         ctx = build_ctx(rt, request, principal, body, endpoint, request_id)
-        ctx.body_bytes = size
+        ctx.body_bytes, ctx.caching = size, caching
         ctx.span = rt.tracing.start_request(request.headers, endpoint, ctx.model)
     except GatewayError as exc:
         metrics.REQUESTS.labels("other", str(exc.status)).inc()

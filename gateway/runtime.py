@@ -13,7 +13,14 @@ from accounting.pricing import Price
 from accounting.store.base import Store, WorkflowState
 from accounting.store.common import IdSource
 from gateway.auth import Authenticator
-from gateway.config import FileConfig, ModelConfig, Secrets, max_output_of, price_of
+from gateway.config import (
+    FileConfig,
+    ModelConfig,
+    Secrets,
+    context_window_of,
+    max_output_of,
+    price_of,
+)
 from gateway.counting import Counter
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Provider
@@ -41,6 +48,7 @@ class ModelRuntime:
     first_token_s: float = 120.0  # headers + first content event (a plain answer: all of it)
     idle_s: float = 60.0  # silence allowed between a stream's later events
     can_continue: bool = False  # continuation: prefill
+    context_window: int | None = None  # tokens; None: not known
 
 
 class WorkflowMemory:
@@ -163,19 +171,23 @@ def _route(
 
 
 def build_models(config: FileConfig, providers: dict[str, Provider]) -> dict[str, ModelRuntime]:
-    return {
-        name: ModelRuntime(
-            name=name,
-            kind=m.kind,
-            provider=providers[m.provider],
-            upstream_model=m.upstream_model,
-            price=price_of(m),
-            max_output_tokens=max_output_of(m, config.defaults),
-            provider_kind=config.providers[m.provider].kind,
-            first_token_s=m.first_token_timeout_s
-            or config.providers[m.provider].first_token_timeout_s,
-            idle_s=m.idle_timeout_s or config.providers[m.provider].idle_timeout_s,
-            can_continue=m.continuation == "prefill",
-        )
-        for name, m in config.models.items()
-    }
+    return {name: _model(name, m, config, providers) for name, m in config.models.items()}
+
+
+def _model(
+    name: str, m: ModelConfig, config: FileConfig, providers: dict[str, Provider]
+) -> ModelRuntime:
+    provider = config.providers[m.provider]
+    return ModelRuntime(
+        name=name,
+        kind=m.kind,
+        provider=providers[m.provider],
+        upstream_model=m.upstream_model,
+        price=price_of(m, provider.kind),
+        max_output_tokens=max_output_of(m, config.defaults),
+        provider_kind=provider.kind,
+        first_token_s=m.first_token_timeout_s or provider.first_token_timeout_s,
+        idle_s=m.idle_timeout_s or provider.idle_timeout_s,
+        can_continue=m.continuation == "prefill",
+        context_window=context_window_of(m, provider.kind),
+    )

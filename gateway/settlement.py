@@ -126,7 +126,8 @@ async def charge(
         return
     m = at.model
     if rule == "worst_case":
-        worst = worst_case_micros(m.price, usage.input_tokens or 0, at.output_tokens)
+        prompt = usage.input_tokens or 0
+        worst = worst_case_micros(m.price, prompt, at.output_tokens, caching=ctx.caching)
         cost = max(at.hold.amount_micros, worst)
     else:
         cost = cost_micros(m.price, usage)

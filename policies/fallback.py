@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from policies.breaker import Breaker, BreakerOpen
 from policies.deadline import Deadline
@@ -54,6 +54,17 @@ class Outcome:
 
 
 AttemptFn = Callable[[Step], Awaitable[T]]
+FitsFn = Callable[[str], Awaitable[str | None]]
+
+
+@dataclass
+class Choices:
+    """What decides, besides breakers, whether a candidate runs, and who hears of it."""
+
+    allowed: Callable[[str], bool] = lambda _: True  # the caller may use it
+    fits: FitsFn | None = None  # None, or why a fallback cannot serve this request
+    on_fallback: Callable[[str, str, str], None] = lambda *_: None  # (from, to, why)
+    on_skip: Callable[[str, str, str], None] = lambda *_: None  # (from, to, why)
 
 
 async def run(
@@ -64,40 +75,76 @@ async def run(
     hooks: RetryHooks,
     *,
     sdk_retrying: bool = False,
-    on_fallback: Callable[[str, str, str], None] = lambda *_: None,
-    allowed: Callable[[str], bool] = lambda _: True,
+    choices: Choices | None = None,
 ) -> T:
+    choices = choices or Choices()
     outcome = Outcome()
     queue: list[tuple[str, str]] = [(model, "primary")]
-    queue += _candidates(routes[model].fallbacks, "fallback", allowed, outcome)
+    queue += _candidates(routes[model].fallbacks, "fallback", choices.allowed, outcome)
     step = Step(model, "primary")
     previous: str | None = None
     while queue:
         name, reason = queue.pop(0)
-        route = routes[name]
+        if previous is not None and await _skipped(name, previous, choices, outcome):
+            continue
         if previous is not None:
-            on_fallback(previous, name, _why(outcome, previous))
+            choices.on_fallback(previous, name, _why(outcome, previous))
         previous = name
         step.model, step.reason, step.last_error = name, reason, None
         step.waiting = len(queue)
         try:
-            return await _run_one(route, step, attempt, deadline, hooks, sdk_retrying)
+            return await _run_one(routes[name], step, attempt, deadline, hooks, sdk_retrying)
         except BreakerOpen as exc:
             if step.last_error is not None:  # it opened during our own retries
                 outcome.failures.append(Failure(name, step.last_error))
             else:
                 outcome.open_breakers[name] = exc.retry_after_s
         except UpstreamError as exc:
-            outcome.failures.append(Failure(name, exc))
-            if exc.context_window:
-                fallbacks = route.context_window_fallbacks
-                queue = _candidates(fallbacks, "context_window", allowed, outcome)
-                if not queue:
-                    raise
-            elif not exc.retryable:
-                raise
+            queue = _after_failure(name, exc, routes[name], queue, choices, outcome)
+    _no_candidate_left(outcome)
+
+
+async def _skipped(name: str, previous: str, choices: Choices, outcome: Outcome) -> bool:
+    """Whether fallback ``name`` cannot serve the request (noted, and reported)."""
+    if choices.fits is None:
+        return False
+    why = await choices.fits(name)
+    if why is None:
+        return False
+    outcome.skipped[name] = why
+    choices.on_skip(previous, name, why)
+    return True
+
+
+def _after_failure(
+    name: str,
+    exc: UpstreamError,
+    route: Route,
+    queue: list[tuple[str, str]],
+    choices: Choices,
+    outcome: Outcome,
+) -> list[tuple[str, str]]:
+    """The queue after ``name`` failed with ``exc``, or ``exc`` raised when no candidate
+    can do better: a client error goes back unchanged, a context-window error moves
+    to the context-window fallbacks."""
+    outcome.failures.append(Failure(name, exc))
+    if exc.context_window:
+        fallbacks = route.context_window_fallbacks
+        queue = _candidates(fallbacks, "context_window", choices.allowed, outcome)
+        if not queue:
+            raise exc
+        return queue
+    if not exc.retryable:
+        raise exc
+    return queue
+
+
+def _no_candidate_left(outcome: Outcome) -> NoReturn:
     if not outcome.failures and outcome.open_breakers:
         raise NoRouteAvailable(min(outcome.open_breakers.values()), list(outcome.open_breakers))
+    last = outcome.failures[-1].error if outcome.failures else None
+    if last is not None and last.context_window:  # no context-window fallback could serve
+        raise last
     raise RoutingFailed(outcome.failures, outcome.skipped)
 
 

@@ -50,6 +50,11 @@ Continuations
     ``usage: false``: never send a usage block. ``cached_tokens: N``: report N
     cached prompt tokens (OpenAI ``prompt_tokens_details.cached_tokens``; Anthropic
     ``cache_read_input_tokens``, with ``input_tokens`` = prompt - N as Anthropic does).
+    ``cache_write_tokens: N`` (Anthropic): report N prompt tokens written to the prompt
+    cache (``cache_creation_input_tokens: N``, with ``input_tokens`` = prompt - cached -
+    N; at most what the cache reads leave of the prompt); the stats record keeps the
+    full prompt in ``prompt_tokens`` and N in ``cache_write_tokens``. OpenAI reports no
+    cache writes and ignores it.
     ``completion_tokens: N``: generate N words instead of 20.
 
 Token truth (o200k_base)

@@ -1,12 +1,15 @@
 """Anthropic's Messages endpoint, as the mock answers it.
 
-Usage follows Anthropic's convention: ``input_tokens`` excludes cache reads, which are
-reported separately as ``cache_read_input_tokens`` (the stats record keeps the full
-prompt count in ``prompt_tokens`` and the cache part in ``cached_tokens``).
+Usage follows Anthropic's convention: ``input_tokens`` excludes cache reads and cache
+writes, which are reported separately as ``cache_read_input_tokens`` and
+``cache_creation_input_tokens`` (the stats record keeps the full prompt count in
+``prompt_tokens``, the cache reads in ``cached_tokens`` and the writes in
+``cache_write_tokens``).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -14,6 +17,7 @@ import orjson
 from gateway.mock_provider import errors, tokens
 from gateway.mock_provider.exchange import JSON_TYPE, SSE_HEADERS
 from gateway.mock_provider.flow import Call
+from gateway.mock_provider.forced import forced_tool_call
 from gateway.mock_provider.generation import (
     Plan,
     StreamEvents,
@@ -32,8 +36,8 @@ def sse(event: str, document: dict[str, Any]) -> bytes:
 
 def usage_block(plan: Plan, output_tokens: int) -> dict[str, Any]:
     return {
-        "input_tokens": plan.prompt_tokens - plan.cached_tokens,
-        "cache_creation_input_tokens": 0,
+        "input_tokens": plan.prompt_tokens - plan.cached_tokens - plan.cache_write_tokens,
+        "cache_creation_input_tokens": plan.cache_write_tokens,
         "cache_read_input_tokens": plan.cached_tokens,
         "output_tokens": output_tokens,
     }
@@ -98,9 +102,13 @@ class MessagesApi:
         return plan.completion_tokens
 
     async def generate(self, call: Call) -> None:
+        forced = forced_tool_call(call.body) if call.step.tool_call is None else None
+        if forced is not None:  # a model made to call a tool calls it
+            call.step = replace(call.step, tool_call=forced)
         record, step = call.record, call.step
         plan = call.plan()
         record.cached_tokens = plan.cached_tokens
+        record.cache_write_tokens = plan.cache_write_tokens
         if call.body.get("stream") is True:
             events = _stream_events(plan, record.id, usage=step.usage)
             error = {"type": "overloaded_error", "message": "Overloaded" + call.echo()}

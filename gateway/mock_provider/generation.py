@@ -28,6 +28,7 @@ class Plan:
     finish: str  # "stop", "length" or "tool_calls"
     tool: ToolCall | None = None
     tool_name_tokens: int = 0
+    cache_write_tokens: int = 0  # Anthropic only: prompt tokens written to the cache
 
     @property
     def completion_tokens(self) -> int:
@@ -51,17 +52,18 @@ def make_plan(step: Step, model: str, prompt_tokens: int, cap: int | None, skip:
     """The answer a successful step produces for this request; ``skip`` words of it
     were already written (a continuation's prefill), so it goes on from there."""
     cached = min(step.cached_tokens, prompt_tokens)
+    written = min(step.cache_write_tokens, prompt_tokens - cached)
     if step.tool_call is not None:
         tool = step.tool_call
         pieces = tuple(tokens.token_fragments(tool.arguments))
         name_tokens = tokens.count_text(tool.name)
-        return Plan(model, prompt_tokens, cached, pieces, "tool_calls", tool, name_tokens)
+        return Plan(model, prompt_tokens, cached, pieces, "tool_calls", tool, name_tokens, written)
     wanted = DEFAULT_COMPLETION_TOKENS if step.completion_tokens is None else step.completion_tokens
     words = tokens.completion_words(wanted)[skip:]
     count = len(words) if cap is None else min(len(words), cap)
     finish = "length" if count < len(words) else "stop"
     pieces = tuple((word, 1) for word in words[:count])
-    return Plan(model, prompt_tokens, cached, pieces, finish)
+    return Plan(model, prompt_tokens, cached, pieces, finish, cache_write_tokens=written)
 
 
 @dataclass(slots=True)

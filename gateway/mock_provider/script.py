@@ -47,6 +47,7 @@ class Step:
     tool_call: ToolCall | None = None
     usage: bool = True
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     completion_tokens: int | None = None
 
     @property
@@ -76,7 +77,7 @@ _COUNT_KEYS = (
     "completion_tokens",
 )
 _DELAY_KEYS = ("delay_s", "chunk_delay_s")
-_OTHER_KEYS = ("status", "headers", "body", "tool_call", "cached_tokens")
+_OTHER_KEYS = ("status", "headers", "body", "tool_call", "cached_tokens", "cache_write_tokens")
 STEP_KEYS = frozenset(_BOOL_KEYS + _COUNT_KEYS + _DELAY_KEYS + _OTHER_KEYS)
 
 
@@ -132,7 +133,7 @@ def parse_step(raw: Any) -> Step:
             values[key] = bool(value)
         elif key in _COUNT_KEYS:
             values[key] = None if value is None else _count(key, value)
-        elif key == "cached_tokens":
+        elif key in ("cached_tokens", "cache_write_tokens"):
             values[key] = _count(key, value)
         elif key in _DELAY_KEYS:
             values[key] = _delay(key, value)

@@ -42,6 +42,7 @@ class RequestRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     authorization: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
@@ -61,6 +62,7 @@ class RequestRecord:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cached_tokens": self.cached_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
             "authorization": self.authorization,
             "headers": self.headers,
             "body": self.body,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import orjson
 
@@ -20,8 +21,18 @@ from gateway.providers.anthropic_stream import (
     is_context_window_error,
     usage_from_anthropic,
 )
-from gateway.providers.anthropic_translate import TranslationError, to_anthropic_request
-from gateway.providers.base import Completed, StreamState, UpstreamCall, pass_headers
+from gateway.providers.anthropic_translate import (
+    TranslationError,
+    structured_output,
+    to_anthropic_request,
+)
+from gateway.providers.base import (
+    Completed,
+    Endpoint,
+    StreamState,
+    UpstreamCall,
+    pass_headers,
+)
 from gateway.providers.classify import MAX_DETAIL, json_or_none, stream_broken
 from gateway.providers.seam import UpstreamResponse
 from gateway.providers.transport import Transport
@@ -44,6 +55,17 @@ class AnthropicProvider:
 
     def __repr__(self) -> str:
         return f"AnthropicProvider({self.name!r}, {self._url!r})"
+
+    def incompatible(self, endpoint: Endpoint, body: Mapping[str, Any]) -> str | None:
+        """What the translation to the Messages API refuses (it translates faithfully
+        or not at all)."""
+        if endpoint != "chat":
+            return "it has no embeddings endpoint"
+        try:
+            to_anthropic_request(dict(body), "check", 1)
+        except TranslationError as exc:
+            return exc.message
+        return None
 
     def _request(self, call: UpstreamCall) -> bytes:
         if call.endpoint != "chat":
@@ -95,7 +117,7 @@ class AnthropicProvider:
                 breaker_failure=True,
             )
         model = str(call.body.get("model", call.upstream_model))
-        translated = from_anthropic_response(payload, model, int(time.time()))
+        translated = from_anthropic_response(payload, model, int(time.time()), _forced(call))
         usage = usage_from_anthropic(payload.get("usage"))
         out_headers = {"content-type": "application/json"}
         return Completed(
@@ -110,8 +132,14 @@ class AnthropicProvider:
             raise self._fail(response, await self._transport.read_error(response))
         wants_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         model = str(call.body.get("model", call.upstream_model))
-        translator = AnthropicStreamTranslator(model, int(time.time()), wants_usage)
+        translator = AnthropicStreamTranslator(model, int(time.time()), wants_usage, _forced(call))
         return AnthropicStream(self.name, response, self._transport, translator)
+
+
+def _forced(call: UpstreamCall) -> str | None:
+    """The forced tool standing for a JSON response_format, if the request asked one."""
+    structured = structured_output(dict(call.body))
+    return structured[0] if structured is not None else None
 
 
 def _openai_error(message: str, param: str | None) -> bytes:

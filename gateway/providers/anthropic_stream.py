@@ -63,8 +63,12 @@ def map_stop_reason(stop_reason: object) -> str | None:
     return _STOP_REASONS.get(str(stop_reason), "stop")
 
 
-def from_anthropic_response(resp: JSON, model: str, created: int) -> JSON:
-    """Anthropic Messages response -> OpenAI ``chat.completion`` (thinking is dropped)."""
+def from_anthropic_response(
+    resp: JSON, model: str, created: int, structured: str | None = None
+) -> JSON:
+    """Anthropic Messages response -> OpenAI ``chat.completion`` (thinking is dropped).
+    With ``structured`` (the forced tool of a JSON ``response_format``), that tool's
+    input is the answer: the message's content, as JSON."""
     texts: list[str] = []
     calls: list[JSON] = []
     content = resp.get("content")
@@ -73,16 +77,19 @@ def from_anthropic_response(resp: JSON, model: str, created: int) -> JSON:
             continue
         if block.get("type") == "text":
             texts.append(str(block.get("text") or ""))
+        elif block.get("type") == "tool_use" and structured and block.get("name") == structured:
+            texts = [_compact(block.get("input") if block.get("input") is not None else {})]
         elif block.get("type") == "tool_use":
             calls.append(_tool_call(block))
     message: JSON = {"role": "assistant", "content": "".join(texts) if texts else None}
     if calls:
         message["tool_calls"] = calls
+    finish = map_stop_reason(resp.get("stop_reason")) or "stop"
     choice: JSON = {
         "index": 0,
         "message": message,
         "logprobs": None,
-        "finish_reason": map_stop_reason(resp.get("stop_reason")) or "stop",
+        "finish_reason": "stop" if structured and finish == "tool_calls" else finish,
     }
     out: JSON = {
         "id": str(resp.get("id") or ""),
@@ -95,6 +102,10 @@ def from_anthropic_response(resp: JSON, model: str, created: int) -> JSON:
     if isinstance(usage, dict):
         out["usage"] = usage_to_openai(usage_from_anthropic(usage))
     return out
+
+
+def _compact(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _tool_call(block: JSON) -> JSON:
@@ -114,21 +125,39 @@ def _tool_call(block: JSON) -> JSON:
 
 
 def usage_from_anthropic(block: object) -> Usage:
-    """Usage from an Anthropic ``usage`` object; input counts include both cache kinds."""
+    """Usage from an Anthropic ``usage`` object, in the gateway's convention.
+
+    Anthropic's ``input_tokens`` excludes cache reads and writes; ``Usage.input_tokens``
+    is the whole prompt (fresh + ``cache_read_input_tokens`` + cache writes).
+    ``cache_creation_input_tokens`` (or, without it, the sum of the ``cache_creation``
+    breakdown) -> ``cache_write_tokens``; the breakdown's
+    ``ephemeral_1h_input_tokens`` -> ``cache_write_1h_tokens`` (unknown without it:
+    every write is then billed at the 5-minute rate).
+    """
     if not isinstance(block, dict):
         return Usage()
     base = _count(block.get("input_tokens"))
     read = _count(block.get("cache_read_input_tokens"))
     written = _count(block.get("cache_creation_input_tokens"))
+    breakdown = block.get("cache_creation")
+    w1h = None
+    if isinstance(breakdown, dict):
+        w5m = _count(breakdown.get("ephemeral_5m_input_tokens"))
+        w1h = _count(breakdown.get("ephemeral_1h_input_tokens"))
+        if w5m is not None or w1h is not None:  # never below its own parts
+            written = max(written or 0, (w5m or 0) + (w1h or 0))
     return Usage(
         input_tokens=None if base is None else base + (read or 0) + (written or 0),
         output_tokens=_count(block.get("output_tokens")),
         cached_input_tokens=read,
+        cache_write_tokens=written,
+        cache_write_1h_tokens=w1h,
     )
 
 
 def usage_to_openai(usage: Usage) -> JSON:
-    """OpenAI ``usage`` object; unknown counts are reported as 0."""
+    """OpenAI ``usage`` object; unknown counts are reported as 0. Cache reads are
+    ``cached_tokens``; cache writes have no OpenAI field (they are in ``prompt_tokens``)."""
     prompt = usage.input_tokens or 0
     completion = usage.output_tokens or 0
     return {
@@ -152,18 +181,23 @@ def _count(value: object) -> int | None:
 class _ToolBlock:
     index: int
     has_arguments: bool = False
+    structured: bool = False  # the forced tool of a JSON response_format: its input is text
 
 
 class AnthropicStreamTranslator:
     """Turns Anthropic stream events into OpenAI ``chat.completion.chunk`` dicts."""
 
-    def __init__(self, model: str, created: int, include_usage: bool) -> None:
+    def __init__(
+        self, model: str, created: int, include_usage: bool, structured: str | None = None
+    ) -> None:
         self._model = model
         self._created = created
         self._include_usage = include_usage
+        self._structured = structured
         self._id = ""
-        self._raw_usage: dict[str, int] = {}
+        self._raw_usage: dict[str, object] = {}
         self._tools: dict[int, _ToolBlock] = {}
+        self._structured_blocks: dict[int, _ToolBlock] = {}
         self._finish_reason: str | None = None
         self._finished = False
         self._usage_final = False
@@ -263,6 +297,9 @@ class AnthropicStreamTranslator:
             return self._text_chunks(block.get("text"))
         if block.get("type") != "tool_use":
             return []
+        if self._structured and block.get("name") == self._structured:
+            self._structured_blocks[index] = _ToolBlock(index=0, structured=True)
+            return []
         tool = _ToolBlock(index=len(self._tools))
         self._tools[index] = tool
         call = {
@@ -289,6 +326,8 @@ class AnthropicStreamTranslator:
         if not isinstance(fragment, str) or not fragment:
             return []
         tool.has_arguments = True
+        if tool.structured:
+            return self._text_chunks(fragment)
         return [self._arguments_chunk(tool, fragment)]
 
     def _on_block_stop(self, data: JSON) -> list[JSON]:
@@ -296,6 +335,8 @@ class AnthropicStreamTranslator:
         if tool is None or tool.has_arguments:
             return []
         tool.has_arguments = True
+        if tool.structured:
+            return self._text_chunks("{}")
         return [self._arguments_chunk(tool, "{}")]
 
     def _on_message_delta(self, data: JSON) -> list[JSON]:
@@ -305,6 +346,8 @@ class AnthropicStreamTranslator:
         if stop_reason is None:
             return []
         self._finish_reason = map_stop_reason(stop_reason)
+        if self._structured_blocks and self._finish_reason == "tool_calls":
+            self._finish_reason = "stop"  # the forced tool was the answer, not a call
         self._finished = True
         self._usage_final = True
         chunks = [self._chunk({}, self._finish_reason)]
@@ -326,12 +369,16 @@ class AnthropicStreamTranslator:
         if not isinstance(block, dict):
             return
         for key, value in block.items():
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            count = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            split = key == "cache_creation" and isinstance(value, dict)  # the 5m / 1h split
+            if count or split:
                 self._raw_usage[key] = value
 
     def _tool_at(self, data: JSON) -> _ToolBlock | None:
         index = data.get("index")
-        return self._tools.get(index) if isinstance(index, int) else None
+        if not isinstance(index, int):
+            return None
+        return self._tools.get(index) or self._structured_blocks.get(index)
 
     def _text_chunks(self, text: object) -> list[JSON]:
         if not isinstance(text, str) or not text:

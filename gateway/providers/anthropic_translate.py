@@ -3,9 +3,13 @@
 ``to_anthropic_request`` builds the Anthropic body from a whitelist, so OpenAI-only
 fields never reach Anthropic. Fields Anthropic cannot honour:
 
-* ``n`` > 1, ``logprobs: true``, ``response_format`` other than ``{"type": "text"}``,
-  audio/file-id content parts and non-function tools raise ``TranslationError``
-  (the gateway answers 400 with ``param`` set).
+* ``n`` > 1, ``logprobs: true``, audio/file-id content parts, non-function tools and a
+  ``response_format`` together with tools raise ``TranslationError`` (the gateway
+  answers 400 with ``param`` set, or skips the model as a fallback).
+* ``response_format`` ``json_schema`` (or ``json_object``) becomes a forced tool whose
+  input schema is the requested schema (``structured_output``): the tool's input is
+  the answer, given back as the message's content (``anthropic_stream``), so the
+  client gets JSON in the schema's shape.
 * ``frequency_penalty``, ``presence_penalty``, ``logit_bias``, ``seed``, ``top_logprobs``,
   ``stream_options``, ``service_tier``, ``store``, ``metadata``, ``reasoning_effort``,
   ``modalities``, ``prediction`` and unknown keys are dropped.
@@ -26,6 +30,7 @@ The Anthropic -> OpenAI direction (responses, usage, errors, streams) lives in
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from gateway.providers.anthropic_stream import (
@@ -42,6 +47,7 @@ from gateway.providers.anthropic_stream import (
 __all__ = ["AnthropicStreamTranslator", "TranslationError", "error_to_openai"]
 __all__ += ["from_anthropic_response", "is_content_policy_error", "is_context_window_error"]
 __all__ += ["map_stop_reason", "to_anthropic_request", "usage_from_anthropic", "usage_to_openai"]
+__all__ += ["structured_output"]
 
 JSON = dict[str, Any]
 
@@ -59,6 +65,38 @@ class TranslationError(ValueError):
         self.param = param
 
 
+STRUCTURED_DESCRIPTION = (
+    "Give your whole answer as this tool's input, which must follow its schema exactly."
+)
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def structured_output(body: JSON) -> tuple[str, JSON] | None:
+    """(forced tool name, input schema) for a JSON ``response_format``, else None."""
+    fmt = body.get("response_format")
+    if fmt is None or (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("json_schema", "json_object"):
+        raise TranslationError(
+            "response_format must be text, json_object or json_schema", "response_format"
+        )
+    if body.get("tools"):
+        raise TranslationError(
+            "response_format together with tools cannot be translated for this model",
+            "response_format",
+        )
+    if fmt["type"] == "json_object":
+        return "json_response", {"type": "object"}
+    spec = fmt.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        raise TranslationError(
+            "response_format.json_schema.schema must be an object", "response_format"
+        )
+    name = spec.get("name") if isinstance(spec, dict) else None
+    return (name if isinstance(name, str) and _TOOL_NAME.match(name) else "json_response"), schema
+
+
 def to_anthropic_request(body: JSON, upstream_model: str, default_max_tokens: int) -> JSON:
     """OpenAI chat request body -> Anthropic Messages request body."""
     if not isinstance(body, dict):
@@ -74,6 +112,13 @@ def to_anthropic_request(body: JSON, upstream_model: str, default_max_tokens: in
         out["system"] = system
     out.update(_sampling(body))
     out.update(_tools(body))
+    structured = structured_output(body)
+    if structured is not None:
+        name, schema = structured
+        out["tools"] = [
+            {"name": name, "description": STRUCTURED_DESCRIPTION, "input_schema": schema}
+        ]
+        out["tool_choice"] = {"type": "tool", "name": name}
     stream = body.get("stream")
     if stream is not None:
         if not isinstance(stream, bool):
@@ -93,9 +138,6 @@ def _reject_unsupported(body: JSON) -> None:
         raise TranslationError("n > 1 is not supported for this model", "n")
     if body.get("logprobs") is True:
         raise TranslationError("logprobs are not supported for this model", "logprobs")
-    fmt = body.get("response_format")
-    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
-        raise TranslationError("only response_format 'text' is supported", "response_format")
 
 
 def _translate_messages(raw: object) -> tuple[str | list[JSON] | None, list[JSON]]:

@@ -107,6 +107,10 @@ class UpstreamStream(Protocol):
 class Provider(Protocol):
     name: str
 
+    def incompatible(self, endpoint: Endpoint, body: Mapping[str, Any]) -> str | None:
+        """Why this API cannot faithfully serve ``body`` (None: it can)."""
+        ...
+
     async def complete(self, call: UpstreamCall) -> Completed: ...
 
     async def stream(self, call: UpstreamCall) -> UpstreamStream:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
 
 from accounting.usage import from_openai
 from gateway import sse
-from gateway.providers.base import Completed, StreamState, UpstreamCall, pass_headers
+from gateway.providers.base import (
+    Completed,
+    Endpoint,
+    StreamState,
+    UpstreamCall,
+    pass_headers,
+)
 from gateway.providers.classify import MAX_DETAIL, json_or_none, openai_error_code, stream_broken
 from gateway.providers.seam import UpstreamResponse
 from gateway.providers.transport import Transport
@@ -32,6 +38,9 @@ class OpenAIProvider:
 
     def __repr__(self) -> str:
         return f"OpenAIProvider({self.name!r}, {self._base!r})"
+
+    def incompatible(self, endpoint: Endpoint, body: Mapping[str, Any]) -> str | None:
+        return None  # the client's own API: everything passes through as it is
 
     def _request(self, call: UpstreamCall) -> tuple[str, dict[str, str], bytes]:
         body: dict[str, Any] = dict(call.body)

@@ -45,6 +45,8 @@ def finish(rt: Runtime, ctx: Ctx, status: int, error_code: str | None = None) ->
             "cost_usd": micros_to_usd(ctx.cost_micros),
             "partial": ctx.partial,
             "charge_rules": ctx.rules,
+            "skipped": [f"{model}: {why}" for model, why in ctx.skipped] or None,
+            "max_tokens_sent": ctx.sent_limit,
             "latency_ms": round(elapsed * 1000, 3),
             "overhead_ms": round(max(0.0, elapsed - ctx.upstream_s) * 1000, 3),
         }

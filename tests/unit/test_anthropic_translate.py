@@ -244,7 +244,7 @@ def test_usage_from_anthropic() -> None:
         "cache_creation_input_tokens": 5,
         "output_tokens": 7,
     }
-    assert usage_from_anthropic(block) == Usage(115, 7, 100)
+    assert usage_from_anthropic(block) == Usage(115, 7, 100, cache_write_tokens=5)
     assert usage_from_anthropic({"output_tokens": 42}) == Usage(output_tokens=42)
     assert usage_from_anthropic({"input_tokens": 3}) == Usage(input_tokens=3)
     assert usage_from_anthropic(None) == Usage()
@@ -292,7 +292,9 @@ def test_text_stream_state() -> None:
         "! How can I help you today?",
     ]
     assert (translator.finished, translator.finish_reason, translator.error) == (True, "stop", None)
-    assert translator.usage == Usage(input_tokens=25, output_tokens=12, cached_input_tokens=0)
+    assert translator.usage == Usage(
+        input_tokens=25, output_tokens=12, cached_input_tokens=0, cache_write_tokens=0
+    )
     assert translator.text_so_far == "Hello! How can I help you today?"
     assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"]["total_tokens"] == 37
@@ -323,17 +325,17 @@ def test_thinking_is_dropped_and_no_arg_tool_gets_empty_object() -> None:
     assert translator.generated_so_far.endswith(translator.text_so_far)
     indexes = [c["choices"][0]["delta"]["tool_calls"][0]["index"] for c in chunks[1:6]]
     assert indexes == [0, 0, 0, 1, 1]
-    assert translator.usage == Usage(38 + 1204 + 18240, 131, 18240)
+    assert translator.usage == Usage(38 + 1204 + 18240, 131, 18240, cache_write_tokens=1204)
 
 
 def test_usage_is_cumulative_latest_value_wins() -> None:
     translator = AnthropicStreamTranslator(MODEL, CREATED, include_usage=True)
     translator.feed(*load_sse("stream_thinking_parallel_tools.sse")[0])
-    assert translator.usage == Usage(38 + 1204 + 18240, 3, 18240)
+    assert translator.usage == Usage(38 + 1204 + 18240, 3, 18240, cache_write_tokens=1204)
     for count in (40, 90):
         usage = {"output_tokens": count}
         translator.feed("message_delta", {"type": "message_delta", "delta": {}, "usage": usage})
-    assert translator.usage == Usage(38 + 1204 + 18240, 90, 18240)
+    assert translator.usage == Usage(38 + 1204 + 18240, 90, 18240, cache_write_tokens=1204)
     assert not translator.finished
 
 
@@ -345,7 +347,9 @@ def test_error_event_mid_stream() -> None:
         "error": {"type": "overloaded_error", "message": "Overloaded"},
     }
     assert (translator.finished, translator.finish_reason) == (False, None)
-    assert translator.usage == Usage(input_tokens=1530, output_tokens=1, cached_input_tokens=0)
+    assert translator.usage == Usage(
+        input_tokens=1530, output_tokens=1, cached_input_tokens=0, cache_write_tokens=0
+    )
     assert translator.text_so_far == "Here is the refactored function:\n\n```python\ndef"
     assert error_to_openai(200, translator.error)["error"]["type"] == "overloaded_error"
 
