@@ -45,6 +45,11 @@ class Scope:
     cap_tokens: int | None = None
     step: str | None = None
     key_budget: KeyBudget | None = None
+    timeout_s: float | None = None  # the workflow's guardrails (see ReserveRequest)
+    max_calls: int | None = None
+    name: str | None = None
+    fingerprint: str | None = None  # for the loop guard (none with an Idempotency-Key)
+    max_identical: int = 0
 
     @property
     def enforced(self) -> bool:
@@ -89,9 +94,12 @@ class Budgets:
     def pending_settles(self) -> int:
         return len(self._pending)
 
-    async def reserve(self, scope: Scope, amount_micros: int, tokens: int, lease_s: float) -> Hold:
-        """Hold ``amount_micros``/``tokens`` or raise BudgetExceeded; nothing is sent
-        upstream without a hold."""
+    async def reserve(
+        self, scope: Scope, amount_micros: int, tokens: int, lease_s: float, new_call: bool = False
+    ) -> Hold:
+        """Hold ``amount_micros``/``tokens`` or raise BudgetExceeded (or a guardrail's
+        GuardrailRefused); nothing is sent upstream without a hold. ``new_call``: this
+        is the first attempt of a request (it counts as a workflow call)."""
         if not scope.enforced:
             return Hold(scope, amount_micros, None, None)
         reserved = await self.store.reserve(
@@ -106,6 +114,12 @@ class Budgets:
                 cap_tokens=scope.cap_tokens,
                 step=scope.step,
                 key_budget=scope.key_budget,
+                timeout_s=scope.timeout_s,
+                max_calls=scope.max_calls,
+                name=scope.name,
+                new_call=new_call,
+                fingerprint=scope.fingerprint,
+                max_identical=scope.max_identical,
             )
         )
         self.reserved_micros += amount_micros

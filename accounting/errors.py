@@ -29,6 +29,29 @@ class BudgetExceeded(AccountingError):
         return max(0, self.limit - self.committed)
 
 
+class GuardrailRefused(AccountingError):
+    """A workflow guardrail refuses the request; nothing was held or sent.
+
+    ``reason`` is ``cancelled`` (the workflow was cancelled or stopped), ``expired``
+    (past its X-Workflow-Timeout-S), ``call_limit`` (X-Workflow-Max-Calls reached) or
+    ``loop`` (the same request more often than the loop guard allows). ``limit`` and
+    ``value`` say which limit, its value and where the workflow stands.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        limit: float | int | None = None,
+        value: float | int | None = None,
+        detail: str = "",
+    ) -> None:
+        self.reason = reason
+        self.limit = limit
+        self.value = value
+        self.detail = detail
+        super().__init__(f"workflow guardrail {reason}: limit {limit}, at {value} {detail}".strip())
+
+
 class StoreUnavailable(AccountingError):
     """The store could not be reached or failed; budgets fail closed."""
 

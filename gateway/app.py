@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 from accounting.budgets import Budgets
 from accounting.store import open_store
 from accounting.store.base import Store
-from gateway import admin, lifecycle, routes, server, workflows
+from gateway import admin, admin_workflows, lifecycle, routes, server, workflows
 from gateway.auth import Authenticator
 from gateway.config import FileConfig, Secrets, load, log_level_from_env, upstream_routes
 from gateway.providers.fasthttp import UpstreamPool
@@ -103,6 +103,7 @@ def _routes() -> list[Route]:
         Route("/readyz", routes.readyz, methods=["GET"]),
         Route("/metrics", routes.prometheus, methods=["GET"]),
         *admin.ROUTES,
+        *admin_workflows.ROUTES,
         *workflows.ROUTES,
     ]
 

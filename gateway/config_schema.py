@@ -191,6 +191,24 @@ class BudgetsConfig(_Strict):
 class WorkflowsConfig(_Strict):
     stall_after_s: float = Field(default=900.0, gt=0)
     check_interval_s: float = Field(default=30.0, gt=0)
+    # Bounded label values of spendgate_workflow_cost_usd{workflow} (X-Workflow-Name).
+    names: tuple[str, ...] = Field(default=(), max_length=100)
+    # The loop guard: the same request sent more often than this in one workflow
+    # (without an Idempotency-Key) is refused with 403 loop_detected; 0 turns it off.
+    max_identical_calls: int = Field(default=8, ge=0)
+    # A running workflow past this multiple of its kind's median cost is flagged ...
+    cost_anomaly_factor: float = Field(default=3.0, gt=1)
+    # ... and, with this on, stopped (later requests 403 workflow_cancelled).
+    cost_anomaly_stop: bool = False
+    cancel_poll_s: float = Field(default=0.25, gt=0)  # in-flight requests learn of a cancel
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", name) or name == "other":
+                raise ValueError(f"{name!r}: a name is 1-64 of A-Z a-z 0-9 _ . : - (not 'other')")
+        return value
 
 
 class ServerConfig(_Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -53,11 +54,22 @@ class Ctx:
     retry_reason: str | None = None
     body_bytes: int = 0
     caching: bool = False  # the body marks something for the cache (it may write one)
+    timer: asyncio.Timeout | None = None  # the pipeline's deadline, to reschedule
     attempts_open: list[Attempt] = field(default_factory=list)  # reserved, not settled
     rules: list[str] = field(default_factory=list)  # the charging rule of each attempt
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (fallback, why not)
     sent_limit: int | None = None  # an output limit the gateway lowered or set (per choice)
     _prompt: dict[str, int] = field(default_factory=dict)
+
+    def clamp_deadline(self, seconds_left: float) -> None:
+        """The request may take no longer than ``seconds_left`` (its workflow's)."""
+        if seconds_left >= self.deadline.remaining():
+            return
+        self.deadline = Deadline(
+            self.deadline.clock() + max(seconds_left, 0.0), self.deadline.clock
+        )
+        if self.timer is not None:
+            self.timer.reschedule(asyncio.get_running_loop().time() + max(seconds_left, 0.0))
 
     def prompt_bound(self) -> int:
         """Tokens the prompt cannot exceed, without tokenizing (see prompt_upper_bound)."""

@@ -10,7 +10,13 @@ import math
 
 import orjson
 
-from accounting.errors import BudgetExceeded, StoreReset, StoreUnavailable, WorkflowNotFound
+from accounting.errors import (
+    BudgetExceeded,
+    GuardrailRefused,
+    StoreReset,
+    StoreUnavailable,
+    WorkflowNotFound,
+)
 from accounting.pricing import micros_to_usd
 from policies.errors import DeadlineExceeded, NoRouteAvailable, RoutingFailed, UpstreamError
 
@@ -74,6 +80,8 @@ def translate(exc: Exception) -> GatewayError:
         return exc
     if isinstance(exc, BudgetExceeded):
         return _budget(exc)
+    if isinstance(exc, GuardrailRefused):
+        return _guardrail(exc)
     if isinstance(exc, StoreReset):
         return GatewayError(
             503,
@@ -123,6 +131,44 @@ def _budget(exc: BudgetExceeded) -> GatewayError:
     hint = " Lower max_tokens, or raise the cap through the admin API."
     return GatewayError(
         402, "budget_exceeded", detail + "; nothing was sent upstream." + hint, should_retry=False
+    )
+
+
+GUARDRAIL_CODES = {
+    "cancelled": "workflow_cancelled",
+    "expired": "workflow_expired",
+    "call_limit": "workflow_call_limit",
+    "loop": "loop_detected",
+}
+
+
+def _guardrail(exc: GuardrailRefused) -> GatewayError:
+    """A 403 that says which limit, its value, and what to do about it."""
+    if exc.reason == "expired":
+        message = (
+            f"the workflow's X-Workflow-Timeout-S of {exc.limit:g} s has passed "
+            f"({exc.value:.0f} s since its first request)"
+        )
+        hint = "start a new workflow id, or give the first request a longer timeout"
+    elif exc.reason == "call_limit":
+        message = (
+            f"the workflow reached its X-Workflow-Max-Calls of {exc.limit} ({exc.value} calls)"
+        )
+        hint = "start a new workflow id, or give the first request a higher call cap"
+    elif exc.reason == "loop":
+        message = (
+            f"the same request was sent {exc.value} times in this workflow; the loop guard "
+            f"allows {exc.limit} (workflows.max_identical_calls)"
+        )
+        hint = "change the request, or send an Idempotency-Key to replay an earlier answer"
+    else:
+        message = f"the workflow was stopped ({exc.detail or 'cancelled'})"
+        hint = "its requests are refused from now on: start a new workflow id"
+    return GatewayError(
+        403,
+        GUARDRAIL_CODES.get(exc.reason, "workflow_cancelled"),
+        f"{message}; nothing was sent upstream. To go on: {hint}.",
+        should_retry=False,
     )
 
 

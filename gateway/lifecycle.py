@@ -19,7 +19,7 @@ from accounting.budgets import SettleHooks
 from accounting.errors import AccountingError, StoreUnavailable
 from accounting.pricing import micros_to_usd
 from accounting.store.base import Charge, Reservation
-from gateway import workflows
+from gateway import guardrails, workflows
 from gateway.runtime import Runtime
 from gateway.telemetry import logging as log
 from gateway.telemetry import metrics
@@ -82,6 +82,7 @@ async def running(rt: Runtime) -> AsyncIterator[None]:
         _spawn(workflows.watch_stalls(rt)),
         _spawn(_watch_store(rt)),
         _spawn(rt.budgets.run_retries()),
+        _spawn(guardrails.watch_cancels(rt)),
     ]
     try:
         yield

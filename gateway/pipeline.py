@@ -56,7 +56,7 @@ async def run(rt: Runtime, ctx: Ctx) -> Answer | StreamAnswer:
         on_fallback=lambda a, b, why: _on_fallback(ctx, a, b, why),
         on_skip=lambda a, b, why: _on_skip(ctx, a, b, why),
     )
-    async with asyncio.timeout_at(_loop_deadline(ctx.deadline)):
+    async with asyncio.timeout_at(_loop_deadline(ctx.deadline)) as ctx.timer:
         return await fallback.run(
             ctx.model,
             rt.routes,

@@ -38,8 +38,15 @@ SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+# The ends of a stream that we cut while the upstream still generated.
+WE_CUT = frozenset(("shutdown", "cancelled", "client_disconnect", "deadline"))
 SHUTDOWN = GatewayError(
     503, "shutting_down", "the gateway shut down mid-stream; the answer is incomplete"
+)
+CANCELLED = GatewayError(
+    403,
+    "workflow_cancelled",
+    "the workflow was cancelled (POST /workflows/{id}/cancel): this stream was cut",
 )
 
 
@@ -65,6 +72,8 @@ class SSEResponse:
         self.raw_headers = SSE_HEADERS + [(k.encode(), v.encode()) for k, v in headers.items()]
         self.client_gone = False
         self.error: GatewayError | None = SHUTDOWN
+        self._pump_task: asyncio.Future[str | None] | None = None
+        ex.on_cut = self._cut
         options = ex.ctx.body.get("stream_options")
         self.splice = Splice(isinstance(options, dict) and options.get("include_usage") is True)
 
@@ -78,14 +87,24 @@ class SSEResponse:
             # the lifespan waits for tracked work before it closes the store.
             await asyncio.shield(self.ex.rt.track(self._finish(send, cut)))
 
+    def _cut(self) -> None:
+        """The workflow was cancelled: stop relaying (the upstream is closed at the end)."""
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+
     async def _race(self, receive: Receive, send: Send) -> str | None:
-        pump = asyncio.ensure_future(self._pump(send))
+        pump = self._pump_task = asyncio.ensure_future(self._pump(send))
         watch = asyncio.ensure_future(_disconnect(receive))
         try:
             await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (pump, watch):
                 task.cancel()
+        if self.ex.cut_short:
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+            self.error = CANCELLED
+            return "cancelled"
         if pump.done() and not pump.cancelled():
             return pump.result()
         with contextlib.suppress(asyncio.CancelledError):
@@ -159,7 +178,7 @@ class SSEResponse:
         # A finished stream waits a moment for its message's end (to keep the upstream
         # connection) while it is settled; a cut one is closed first, so that what had
         # already arrived is counted.
-        closing = asyncio.ensure_future(answer.stream.aclose())
+        closing = asyncio.ensure_future(answer.stream.aclose(stop=cut in WE_CUT))
         if not answer.stream.state.done:
             await closing
         _observe(answer, cut)

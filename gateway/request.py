@@ -3,6 +3,8 @@ GatewayError with a message naming the offending field or header."""
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 import time
 from typing import Any
@@ -32,11 +34,15 @@ MAX_OUTPUT_LIMIT = 10_000_000  # max_tokens and its siblings
 MAX_CHOICES = 128
 OUTPUT_LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 MAX_DEPTH = 254  # orjson's own limit when serialising
+MAX_WORKFLOW_TIMEOUT_S = 365 * 86400
+MAX_WORKFLOW_CALLS = 10**9
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
-async def read_json(request: Request, limit: int) -> tuple[dict[str, Any], int, bool]:
-    """The body parsed (once), its size in bytes, and whether it marks anything for a
-    provider's prompt cache (only then can the request be billed cache writes)."""
+async def read_json(request: Request, limit: int) -> tuple[dict[str, Any], int, bool, bytes]:
+    """The body parsed (once), its size in bytes, whether it marks anything for a
+    provider's prompt cache (only then can the request be billed cache writes), and the
+    raw bytes (for a fingerprint; dropped with the request)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -55,7 +61,17 @@ async def read_json(request: Request, limit: int) -> tuple[dict[str, Any], int, 
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
     _check_depth(raw, body)
-    return body, size, b'"cache_control"' in raw
+    return body, size, b'"cache_control"' in raw, raw
+
+
+def loop_fingerprint(request: Request, raw: bytes, max_identical: int) -> str | None:
+    """The loop guard's fingerprint of a request (model, messages and parameters: its
+    body's bytes), when the guard applies: a workflow, and no Idempotency-Key (an
+    idempotent repeat is a replay, never a loop)."""
+    headers = request.headers
+    if max_identical <= 0 or "x-workflow-id" not in headers or "idempotency-key" in headers:
+        return None
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
 def _check_depth(raw: bytes, body: dict[str, Any]) -> None:
@@ -144,15 +160,27 @@ def _header_id(request: Request, name: str) -> str | None:
     return value
 
 
-def workflow_scope(request: Request, principal: Principal) -> Scope:
+WORKFLOW_HEADERS = (
+    "x-workflow-budget-usd",
+    "x-workflow-budget-tokens",
+    "x-workflow-timeout-s",
+    "x-workflow-max-calls",
+    "x-workflow-name",
+)
+
+
+def workflow_scope(
+    request: Request, principal: Principal, fingerprint: str | None = None, max_identical: int = 0
+) -> Scope:
     headers = request.headers
     workflow = _header_id(request, "x-workflow-id")
     cap_text = headers.get("x-workflow-budget-usd")
     tokens_text = headers.get("x-workflow-budget-tokens")
     step = headers.get("x-workflow-step")
-    if workflow is None and (cap_text or tokens_text):
+    if workflow is None and any(name in headers for name in WORKFLOW_HEADERS):
         raise bad_request(
-            "X-Workflow-Budget-Usd and X-Workflow-Budget-Tokens need an X-Workflow-Id"
+            "X-Workflow-Budget-Usd, -Budget-Tokens, -Timeout-S, -Max-Calls and -Name "
+            "need an X-Workflow-Id"
         )
     cap = _usd_header(cap_text) if cap_text is not None else None
     ceiling = principal.max_workflow_budget_micros
@@ -172,7 +200,44 @@ def workflow_scope(request: Request, principal: Principal) -> Scope:
         cap_tokens=_tokens_header(tokens_text),
         step=step,
         key_budget=principal.key_budget,
+        timeout_s=_timeout_header(headers.get("x-workflow-timeout-s")),
+        max_calls=_calls_header(headers.get("x-workflow-max-calls")),
+        name=_name_header(headers.get("x-workflow-name")),
+        fingerprint=fingerprint if workflow is not None else None,
+        max_identical=max_identical,
     )
+
+
+def _timeout_header(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        seconds = float(text) if len(text) <= 32 else math.inf
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MAX_WORKFLOW_TIMEOUT_S:
+        raise bad_request(
+            f"X-Workflow-Timeout-S must be a number of seconds from 0 to {MAX_WORKFLOW_TIMEOUT_S}"
+        )
+    return seconds
+
+
+def _calls_header(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not _TOKENS.match(text) or not 1 <= int(text) <= MAX_WORKFLOW_CALLS:
+        raise bad_request(
+            f"X-Workflow-Max-Calls must be a whole number from 1 to {MAX_WORKFLOW_CALLS}"
+        )
+    return int(text)
+
+
+def _name_header(text: str | None) -> str | None:
+    if text is None:
+        return None
+    if not _NAME.match(text):
+        raise bad_request("X-Workflow-Name must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+    return text
 
 
 def _usd_header(text: str) -> int:
@@ -204,6 +269,7 @@ def build_ctx(
     body: dict[str, Any],
     endpoint: Endpoint,
     request_id: str,
+    fingerprint: str | None = None,
 ) -> Ctx:
     model = check_model(rt, principal, body, endpoint)
     defaults = rt.config.defaults
@@ -229,7 +295,9 @@ def build_ctx(
         model=model,
         stream=bool(body.get("stream")) and endpoint == "chat",
         deadline=Deadline(time.monotonic() + seconds, time.monotonic),
-        scope=workflow_scope(request, principal),
+        scope=workflow_scope(
+            request, principal, fingerprint, rt.config.workflows.max_identical_calls
+        ),
         sdk_retrying=bool(_RETRY_COUNT.match(retry_count)) and int(retry_count) > 0,
         upstream_headers=upstream,
     )

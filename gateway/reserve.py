@@ -113,10 +113,13 @@ async def _hold(
     worst = worst_case_micros(m.price, prompt, out, caching=ctx.caching)
     drain = 0.0 if ctx.stream else rt.drain_s
     lease = max(ctx.deadline.remaining(), 0.0) + rt.config.defaults.lease_margin_s + drain
-    hold = await rt.budgets.reserve(ctx.scope, worst, prompt + out, lease)
+    new_call = ctx.attempts == 1 and step.reason != "continuation"
+    hold = await rt.budgets.reserve(ctx.scope, worst, prompt + out, lease, new_call)
     if hold.workflow is not None:
         ctx.workflow = hold.workflow
         rt.seen.note(hold.workflow)
+        if hold.workflow.deadline_at is not None:  # never outlive the workflow
+            ctx.clamp_deadline(hold.workflow.deadline_at - rt.wall())
     return Attempt(m, hold, step.reason, step.attempt > 1, prompt, out)
 
 

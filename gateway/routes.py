@@ -9,14 +9,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from accounting.errors import AccountingError, BudgetExceeded, StoreReset
+from accounting.errors import AccountingError, BudgetExceeded, GuardrailRefused, StoreReset
 from gateway import idempotency, pipeline
 from gateway.context import Answer, Ctx, response_headers
 from gateway.errors import GatewayError, translate
 from gateway.exchange import Exchange
 from gateway.providers.base import Endpoint
 from gateway.relay import SSEResponse
-from gateway.request import build_ctx, read_json
+from gateway.request import build_ctx, loop_fingerprint, read_json
 from gateway.runtime import Runtime
 from gateway.telemetry import logging as log
 from gateway.telemetry import metrics
@@ -57,8 +57,9 @@ async def _proxy(request: Request, endpoint: Endpoint) -> Response:
     request_id = rt.request_ids()
     try:
         principal = rt.auth.authenticate(request.headers.get("authorization"))
-        body, size, caching = await read_json(request, rt.config.defaults.max_body_bytes)
-        ctx = build_ctx(rt, request, principal, body, endpoint, request_id)
+        body, size, caching, raw = await read_json(request, rt.config.defaults.max_body_bytes)
+        fingerprint = loop_fingerprint(request, raw, rt.config.workflows.max_identical_calls)
+        ctx = build_ctx(rt, request, principal, body, endpoint, request_id, fingerprint)
         ctx.body_bytes, ctx.caching = size, caching
         ctx.span = rt.tracing.start_request(request.headers, endpoint, ctx.model)
     except GatewayError as exc:
@@ -87,7 +88,14 @@ async def _serve(rt: Runtime, request: Request, ctx: Ctx) -> Response:
     ex.begin(guard)
     try:
         return await _run(rt, ctx, ex)
-    except BaseException:  # cancelled (the shutdown) or a bug: the end still happens
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if ex.cut_short and task is not None and not ex.finished:  # the kill switch
+            task.uncancel()
+            return await ex.fail(_translate(GuardrailRefused("cancelled", detail="cancelled")))
+        await asyncio.shield(rt.track(ex.finish(499, "interrupted")))
+        raise
+    except BaseException:  # a bug: the end still happens
         await asyncio.shield(rt.track(ex.finish(499, "interrupted")))
         raise
 
@@ -131,6 +139,9 @@ def _translate(exc: Exception) -> GatewayError:
     if isinstance(exc, BudgetExceeded):
         metrics.BUDGET_REJECTIONS.labels(exc.scope).inc()
         log.event("budget_rejected", scope=exc.scope, unit=exc.unit)
+    if isinstance(exc, GuardrailRefused):
+        metrics.GUARDRAIL_REJECTIONS.labels(exc.reason).inc()
+        log.event("guardrail_refused", reason=exc.reason, limit=exc.limit, value=exc.value)
     return translate(exc)
 
 

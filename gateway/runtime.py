@@ -22,6 +22,7 @@ from gateway.config import (
     price_of,
 )
 from gateway.counting import Counter
+from gateway.inflight import Cuts
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Provider
 from gateway.providers.fasthttp import UpstreamPool
@@ -87,6 +88,7 @@ class Runtime:
     request_ids: IdSource = field(default_factory=IdSource)
     seen: WorkflowMemory = field(default_factory=lambda: WorkflowMemory())
     counter: Counter = field(default_factory=Counter)
+    cuts: Cuts = field(default_factory=Cuts)
 
     @property
     def drain_s(self) -> float:

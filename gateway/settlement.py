@@ -31,6 +31,7 @@ from accounting.pricing import cost_micros, worst_case_micros
 from accounting.store.base import Charge
 from accounting.usage import Usage
 from gateway.context import Attempt, Ctx
+from gateway.guardrails import check_anomaly
 from gateway.providers.base import Completed, StreamState
 from gateway.runtime import Runtime
 from gateway.telemetry import metrics
@@ -154,6 +155,7 @@ async def charge(
     if workflow is not None:
         ctx.workflow = workflow
         rt.seen.note(workflow)
+        await check_anomaly(rt, workflow)
 
 
 async def settle_leftovers(rt: Runtime, ctx: Ctx) -> None:

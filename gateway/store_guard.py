@@ -13,11 +13,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from accounting.errors import AccountingError, BudgetExceeded
+from accounting.errors import AccountingError, BudgetExceeded, GuardrailRefused
 from accounting.store.base import (
     Charge,
     IdemClaim,
     KeySpend,
+    Outcome,
     Reservation,
     Reserved,
     ReserveRequest,
@@ -44,7 +45,7 @@ class ObservedStore:
     async def _run(self, operation: str, pending: Awaitable[T]) -> T:
         try:
             return await pending
-        except BudgetExceeded:
+        except (BudgetExceeded, GuardrailRefused):  # answers, not failures
             raise
         except AccountingError as exc:
             self.failed(operation, exc)
@@ -94,10 +95,43 @@ class ObservedStore:
         return await self._run("get_workflow", self.inner.get_workflow(key, workflow_id, now))
 
     async def complete_workflow(
-        self, key: str, workflow_id: str, now: float
+        self,
+        key: str,
+        workflow_id: str,
+        now: float,
+        outcome: Outcome = "succeeded",
+        error: str | None = None,
     ) -> WorkflowState | None:
-        pending = self.inner.complete_workflow(key, workflow_id, now)
+        pending = self.inner.complete_workflow(key, workflow_id, now, outcome, error)
         return await self._run("complete_workflow", pending)
+
+    async def cancel_workflow(
+        self, key: str, workflow_id: str, now: float, reason: str = "cancelled"
+    ) -> WorkflowState | None:
+        pending = self.inner.cancel_workflow(key, workflow_id, now, reason)
+        return await self._run("cancel_workflow", pending)
+
+    async def heartbeat(
+        self, key: str, workflow_id: str, now: float, step: str | None, progress: float | None
+    ) -> WorkflowState | None:
+        pending = self.inner.heartbeat(key, workflow_id, now, step, progress)
+        return await self._run("heartbeat", pending)
+
+    async def list_workflows(
+        self, key: str, status: str, idle_before: float, after: str | None, limit: int
+    ) -> tuple[list[WorkflowState], str | None]:
+        pending = self.inner.list_workflows(key, status, idle_before, after, limit)
+        return await self._run("list_workflows", pending)
+
+    async def cancelled_among(self, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        return await self._run("cancelled_among", self.inner.cancelled_among(pairs))
+
+    async def note_completed_cost(self, name: str, cost_micros: int, now: float) -> None:
+        pending = self.inner.note_completed_cost(name, cost_micros, now)
+        await self._run("note_completed_cost", pending)
+
+    async def kind_medians(self) -> dict[str, int]:
+        return await self._run("kind_medians", self.inner.kind_medians())
 
     async def set_workflow_cap(
         self, key: str, workflow_id: str, cap_micros: int | None, cap_tokens: int | None, now: float

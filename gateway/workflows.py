@@ -1,8 +1,13 @@
-"""Workflow status: ``/workflows/{id}`` for the owning key, ``/admin/workflows`` for admins."""
+"""The owner's workflow API: status, listing, heartbeats, the kill switch, outcomes.
+
+Every endpoint needs the workflow's own gateway key (a workflow id is scoped to it);
+the admin equivalents are in ``gateway.admin_workflows``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import orjson
@@ -11,171 +16,187 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from accounting.errors import AccountingError
-from accounting.pricing import micros_to_usd, usd_to_micros
+from accounting.pricing import micros_to_usd
 from accounting.store.base import WorkflowState
+from gateway import guardrails
 from gateway.errors import GatewayError, bad_request, translate
-from gateway.request import MAX_BUDGET_MICROS, MAX_BUDGET_TOKENS, WORKFLOW_ID
 from gateway.routes import error_response, json_response, runtime
 from gateway.runtime import Runtime
 from gateway.telemetry import logging as log
 from gateway.telemetry import metrics
+from gateway.workflow_status import not_found, status_of, workflow_id_of
+
+MAX_BODY = 64 * 1024
+STATUSES = ("running", "stalled", "completed", "cancelled")
+MAX_PAGE = 500
 
 
-def _usd(micros: int | None) -> str | None:
-    return None if micros is None else micros_to_usd(micros)
-
-
-def status_of(rt: Runtime, wf: WorkflowState) -> dict[str, Any]:
-    stalled_after = rt.config.workflows.stall_after_s
-    status = wf.status
-    if status == "running" and rt.wall() - wf.last_seen_at > stalled_after:
-        status = "stalled"  # type: ignore[assignment]
-    return {
-        "id": wf.workflow_id,
-        "key": wf.key,
-        "status": status,
-        "budget_usd": _usd(wf.cap_micros),
-        "budget_tokens": wf.cap_tokens,
-        "spent_usd": micros_to_usd(wf.spent_micros),
-        "reserved_usd": micros_to_usd(wf.reserved_micros),
-        "remaining_usd": _usd(wf.remaining_micros),
-        "tokens": {
-            "total": wf.tokens_spent,
-            "reserved": wf.tokens_reserved,
-            **dict(wf.tokens_by_kind),
-        },
-        "calls": wf.calls,
-        "retries": wf.retries,
-        "fallbacks": wf.fallbacks,
-        "partial_streams": wf.partial_streams,
-        "expired_holds": wf.expired_holds,
-        "expired_holds_usd": micros_to_usd(wf.expired_micros),
-        "started_at": wf.started_at,
-        "last_heartbeat_at": wf.last_seen_at,
-        "current_step": wf.step,
-        "completed_at": wf.completed_at,
-    }
-
-
-def _not_found(workflow_id: str) -> GatewayError:
-    shown = workflow_id if len(workflow_id) <= 200 else workflow_id[:200] + "..."
-    return GatewayError(404, "workflow_not_found", f"no workflow {shown!r} under this key")
-
-
-def _workflow_id(request: Request) -> str:
-    """The path's workflow id; one no request could have named is not looked up."""
-    workflow_id: str = request.path_params["workflow_id"]
-    if not WORKFLOW_ID.match(workflow_id):
-        raise _not_found(workflow_id)
-    return workflow_id
+async def json_body(request: Request, allowed: set[str]) -> dict[str, Any]:
+    """A small JSON object body (empty: ``{}``) with only ``allowed`` keys."""
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise bad_request(f"the body is larger than {MAX_BODY} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise bad_request("the request body is not valid JSON") from None
+    if not isinstance(body, dict) or not set(body) <= allowed:
+        raise bad_request(f"send a JSON object with at most the keys {sorted(allowed)}")
+    return body
 
 
 async def get_workflow(request: Request) -> Response:
     rt = runtime(request)
     try:
         principal = rt.auth.authenticate(request.headers.get("authorization"))
-        workflow_id = _workflow_id(request)
+        workflow_id = workflow_id_of(request)
         wf = await rt.store.get_workflow(principal.name, workflow_id, rt.wall())
         if wf is None:
-            raise _not_found(workflow_id)
+            raise not_found(workflow_id)
     except (GatewayError, AccountingError) as exc:
         return error_response(translate(exc))
     return json_response(status_of(rt, wf))
 
 
-async def complete_workflow(request: Request) -> Response:
+async def list_workflows(request: Request) -> Response:
+    """``GET /workflows?status=running|stalled|completed|cancelled&after=ID&limit=N``."""
     rt = runtime(request)
     try:
         principal = rt.auth.authenticate(request.headers.get("authorization"))
-        workflow_id = _workflow_id(request)
-        before = await rt.store.get_workflow(principal.name, workflow_id, rt.wall())
-        wf = await rt.store.complete_workflow(principal.name, workflow_id, rt.wall())
-        if wf is None:
-            raise _not_found(workflow_id)
-    except (GatewayError, AccountingError) as exc:
-        return error_response(translate(exc))
-    if before is not None and before.status != "completed":
-        metrics.WORKFLOW_COST.observe(wf.spent_micros / 1_000_000)
-        log.event(
-            "workflow_completed",
-            key=wf.key,
-            workflow_id=workflow_id,
-            spent_usd=micros_to_usd(wf.spent_micros),
-        )
-    return json_response(status_of(rt, wf))
-
-
-def _admin(request: Request) -> Runtime:
-    rt = runtime(request)
-    if not rt.auth.is_admin(request.headers.get("authorization")):
-        raise GatewayError(
-            401, "invalid_api_key", "this endpoint needs the admin key (auth.admin_key_env)"
-        )
-    return rt
-
-
-async def admin_list_workflows(request: Request) -> Response:
-    try:
-        rt = _admin(request)
-        if request.query_params.get("status", "stalled") != "stalled":
-            raise bad_request("only status=stalled can be listed")
+        status, after, limit = _listing(request)
         idle_before = rt.wall() - rt.config.workflows.stall_after_s
-        stalled = await rt.store.list_stalled(idle_before, limit=500)
+        page, cursor = await rt.store.list_workflows(
+            principal.name, status, idle_before, after, limit
+        )
     except (GatewayError, AccountingError) as exc:
         return error_response(translate(exc))
-    return json_response({"workflows": [status_of(rt, wf) for wf in stalled]})
+    return json_response({"workflows": [status_of(rt, wf) for wf in page], "next": cursor})
 
 
-async def admin_workflow(request: Request) -> Response:
-    """GET: any key's workflow. PATCH ``{"budget_usd": "..", "budget_tokens": N}``: set caps."""
+def _listing(request: Request) -> tuple[str, str | None, int]:
+    query = request.query_params
+    status = query.get("status", "running")
+    if status not in STATUSES:
+        raise bad_request(f"status must be one of {', '.join(STATUSES)}")
+    limit_text = query.get("limit", "100")
+    if not limit_text.isascii() or not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+        raise bad_request(f"limit must be a whole number from 1 to {MAX_PAGE}")
+    after = query.get("after")
+    if after is not None and len(after) > 200:
+        raise bad_request("after must be a workflow id")
+    return status, after, int(limit_text)
+
+
+async def heartbeat(request: Request) -> Response:
+    """``{"step": "...", "progress": 0-100}``: alive between model calls."""
+    rt = runtime(request)
     try:
-        rt = _admin(request)
-        key, workflow_id = request.path_params["key"], _workflow_id(request)
-        if request.method == "GET":
-            wf = await rt.store.get_workflow(key, workflow_id, rt.wall())
-        else:
-            cap, tokens = await _caps(request)
-            wf = await rt.store.set_workflow_cap(key, workflow_id, cap, tokens, rt.wall())
-            log.event(
-                "workflow_cap_set",
-                key=key,
-                workflow_id=workflow_id,
-                budget_usd=_usd(cap),
-                budget_tokens=tokens,
-            )
+        principal = rt.auth.authenticate(request.headers.get("authorization"))
+        workflow_id = workflow_id_of(request)
+        body = await json_body(request, {"step", "progress"})
+        step, progress = _step(body.get("step")), _progress(body.get("progress"))
+        wf = await rt.store.heartbeat(principal.name, workflow_id, rt.wall(), step, progress)
         if wf is None:
-            raise _not_found(workflow_id)
+            raise not_found(workflow_id)
     except (GatewayError, AccountingError) as exc:
         return error_response(translate(exc))
     return json_response(status_of(rt, wf))
 
 
-async def _caps(request: Request) -> tuple[int | None, int | None]:
+def _step(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 256:
+        raise bad_request("step must be a string of 1-256 characters", "step")
+    return value
+
+
+def _progress(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad_request("progress must be a number from 0 to 100", "progress")
+    if not math.isfinite(value) or not 0 <= value <= 100:
+        raise bad_request("progress must be a number from 0 to 100", "progress")
+    return float(value)
+
+
+async def cancel(request: Request) -> Response:
+    """The kill switch: every later request is refused; requests in flight are cut."""
+    rt = runtime(request)
     try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise bad_request("the request body is not valid JSON") from None
-    if not isinstance(body, dict) or not set(body) <= {"budget_usd", "budget_tokens"}:
-        raise bad_request('send {"budget_usd": "10.00", "budget_tokens": 100000}')
-    cap = body.get("budget_usd")
-    tokens = body.get("budget_tokens")
+        principal = rt.auth.authenticate(request.headers.get("authorization"))
+        wf = await cancel_workflow(rt, principal.name, workflow_id_of(request), "owner")
+    except (GatewayError, AccountingError) as exc:
+        return error_response(translate(exc))
+    return json_response(status_of(rt, wf))
+
+
+async def cancel_workflow(rt: Runtime, key: str, workflow_id: str, by: str) -> WorkflowState:
+    wf = await rt.store.cancel_workflow(key, workflow_id, rt.wall())
+    if wf is None:
+        raise not_found(workflow_id)
+    cut = rt.cuts.cut((key, workflow_id))  # this replica's at once; the others poll
+    metrics.WORKFLOWS_CANCELLED.labels(by).inc()
+    log.event("workflow_cancelled", key=key, workflow_id=workflow_id, by=by, cut_here=cut)
+    return wf
+
+
+async def complete(request: Request) -> Response:
+    """``{"status": "succeeded"|"failed", "error": "..."}``: the run is over."""
+    rt = runtime(request)
     try:
-        micros = usd_to_micros(str(cap)) if cap is not None else None
-    except ValueError as exc:
-        raise bad_request(f"budget_usd: {exc}") from None
-    if micros is not None and micros > MAX_BUDGET_MICROS:
-        raise bad_request(f"budget_usd must be at most {micros_to_usd(MAX_BUDGET_MICROS)}")
-    if tokens is not None and (
-        isinstance(tokens, bool)
-        or not isinstance(tokens, int)
-        or not 0 <= tokens <= MAX_BUDGET_TOKENS
-    ):
-        raise bad_request(f"budget_tokens must be a whole number from 0 to {MAX_BUDGET_TOKENS}")
-    return micros, tokens
+        principal = rt.auth.authenticate(request.headers.get("authorization"))
+        workflow_id = workflow_id_of(request)
+        body = await json_body(request, {"status", "error"})
+        outcome, error = _outcome(body)
+        before = await rt.store.get_workflow(principal.name, workflow_id, rt.wall())
+        wf = await rt.store.complete_workflow(
+            principal.name, workflow_id, rt.wall(), outcome, error
+        )
+        if wf is None:
+            raise not_found(workflow_id)
+    except (GatewayError, AccountingError) as exc:
+        return error_response(translate(exc))
+    if before is not None and before.completed_at is None:
+        await _completed(rt, wf)
+    return json_response(status_of(rt, wf))
+
+
+def _outcome(body: dict[str, Any]) -> tuple[Any, str | None]:
+    outcome = body.get("status", "succeeded")
+    if outcome not in ("succeeded", "failed"):
+        raise bad_request("status must be succeeded or failed", "status")
+    error = body.get("error")
+    if error is not None and not isinstance(error, str):
+        raise bad_request("error must be a string", "error")
+    return outcome, error[:2000] if error else None
+
+
+async def _completed(rt: Runtime, wf: WorkflowState) -> None:
+    """Its cost into its kind's histogram and rolling median."""
+    label = guardrails.cost_label(rt, wf.name)
+    metrics.WORKFLOW_COST.labels(label).observe(wf.spent_micros / 1_000_000)
+    if wf.name is not None and label != "other":
+        await rt.store.note_completed_cost(wf.name, wf.spent_micros, rt.wall())
+        await guardrails.refresh_medians(rt)
+    log.event(
+        "workflow_completed",
+        key=wf.key,
+        workflow_id=wf.workflow_id,
+        workflow=wf.name,
+        outcome=wf.outcome,
+        spent_usd=micros_to_usd(wf.spent_micros),
+    )
 
 
 async def watch_stalls(rt: Runtime) -> None:
-    """Keep the stall and in-flight gauges current; sweep expired store records."""
+    """Keep the stall and in-flight gauges and the kinds' medians current; sweep
+    expired store records."""
     interval = rt.config.workflows.check_interval_s
     while True:
         try:
@@ -184,13 +205,15 @@ async def watch_stalls(rt: Runtime) -> None:
             await rt.store.sweep(rt.wall())
         except AccountingError as exc:
             log.event("stall_check_failed", level=30, error=str(exc))
+        await guardrails.refresh_medians(rt)
         rt.inflight.export()
         await asyncio.sleep(interval)
 
 
 ROUTES = [
+    Route("/workflows", list_workflows, methods=["GET"]),
     Route("/workflows/{workflow_id}", get_workflow, methods=["GET"]),
-    Route("/workflows/{workflow_id}/complete", complete_workflow, methods=["POST"]),
-    Route("/admin/workflows", admin_list_workflows, methods=["GET"]),
-    Route("/admin/workflows/{key}/{workflow_id}", admin_workflow, methods=["GET", "PATCH"]),
+    Route("/workflows/{workflow_id}/heartbeat", heartbeat, methods=["POST"]),
+    Route("/workflows/{workflow_id}/cancel", cancel, methods=["POST"]),
+    Route("/workflows/{workflow_id}/complete", complete, methods=["POST"]),
 ]

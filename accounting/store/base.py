@@ -36,7 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-WorkflowStatus = Literal["running", "completed"]
+WorkflowStatus = Literal["running", "completed", "cancelled"]
+Outcome = Literal["succeeded", "failed"]
 TOKEN_KINDS = ("input", "output", "cached_input", "partial_output")
 
 
@@ -58,6 +59,16 @@ class ReserveRequest:
     cap_tokens: int | None = None  # X-Workflow-Budget-Tokens: same rule
     step: str | None = None  # X-Workflow-Step: recorded as the current step
     key_budget: KeyBudget | None = None
+    # Workflow guardrails (see ``Store.reserve``): each set by the first request that
+    # names it, lowered (never raised) by a later one, like the caps.
+    timeout_s: float | None = None  # X-Workflow-Timeout-S: deadline = started_at + this
+    max_calls: int | None = None  # X-Workflow-Max-Calls: requests (not attempts)
+    name: str | None = None  # X-Workflow-Name: the workflow's kind (set once)
+    # This reservation begins a request (its first attempt): it counts as a call, and
+    # for the loop guard its ``fingerprint`` (absent with an Idempotency-Key).
+    new_call: bool = False
+    fingerprint: str | None = None
+    max_identical: int = 0  # the loop guard's threshold; 0: off
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +127,17 @@ class WorkflowState:
     step: str | None
     status: WorkflowStatus
     completed_at: float | None
+    # Guardrails and what the workflow said of itself (defaults: none set).
+    deadline_at: float | None = None  # started_at + X-Workflow-Timeout-S
+    max_calls: int | None = None
+    requests: int = 0  # calls as X-Workflow-Max-Calls counts them (a request, retries in)
+    name: str | None = None  # its kind (X-Workflow-Name)
+    cancelled_at: float | None = None
+    stop_reason: str | None = None  # cancelled | cost_anomaly: later requests refused
+    outcome: Outcome | None = None  # given by /complete
+    error: str | None = None  # given by /complete
+    progress: float | None = None  # 0-100, from the last heartbeat
+    heartbeat_at: float | None = None
 
     @property
     def remaining_micros(self) -> int | None:
@@ -205,6 +227,27 @@ class Store(Protocol):
         workflow usd cap, workflow token cap, key budget window. A completed workflow
         still accepts reservations; its status stays ``completed``. Key spend is only
         tracked for requests carrying a ``key_budget``.
+
+        Guardrails, in the same atomic step and before the budgets (a refusal raises
+        GuardrailRefused, holds nothing and counts nothing; the creation, limits,
+        ``name``, step and ``last_seen_at`` persist as with the budgets): a workflow
+        with a ``stop_reason`` (cancelled, cost_anomaly) refuses everything
+        (``cancelled``, ``detail`` = the reason); at or past ``deadline_at``
+        (``started_at + timeout_s``, set by the first request, lowered by a later one,
+        never raised) -> ``expired`` (``limit`` = the timeout, ``value`` = seconds since
+        ``started_at``); with ``new_call``, when
+        ``requests`` already reached ``max_calls`` (same set/lower rule) ->
+        ``call_limit`` (``limit`` = max_calls, ``value`` = requests); with ``new_call``
+        and a ``fingerprint`` and ``max_identical`` > 0, when that fingerprint was
+        already counted ``max_identical`` times in this workflow -> ``loop`` (``limit``
+        = max_identical, ``value`` = the count). When the reservation is held and
+        ``new_call`` is set, ``requests`` grows by one and the fingerprint's count too
+        (the store keeps the counts of at most the 256 most recently counted
+        fingerprints of a workflow; a forgotten one counts from zero again). ``name``
+        is set by the first request that names it and never changed. ValueError
+        (nothing written) for a timeout not in (0, ten years], a ``max_calls`` not in
+        ``[1, 2**53 - 1]``, a negative ``max_identical``, a name of more than 64
+        characters (or none), a fingerprint of more than 256.
         """
         ...
 
@@ -225,11 +268,66 @@ class Store(Protocol):
         ...
 
     async def complete_workflow(
-        self, key: str, workflow_id: str, now: float
+        self,
+        key: str,
+        workflow_id: str,
+        now: float,
+        outcome: Outcome = "succeeded",
+        error: str | None = None,
     ) -> WorkflowState | None:
         """Sweep its expired holds, then mark completed (``completed_at`` = the first
-        completion); idempotent. It leaves the stalled listing. None when there is no
-        such workflow."""
+        completion, with its ``outcome`` and ``error``, cut to 2,000 characters);
+        idempotent (a second call changes nothing). It leaves the stalled listing. None
+        when there is no such workflow. A cancelled workflow stays ``cancelled`` and
+        records the outcome, error and ``completed_at`` if it has no outcome yet."""
+        ...
+
+    async def cancel_workflow(
+        self, key: str, workflow_id: str, now: float, reason: str = "cancelled"
+    ) -> WorkflowState | None:
+        """Stop the workflow (after sweeping its expired holds): ``stop_reason`` =
+        ``reason`` (1-64 characters), ``cancelled_at`` = now (the first time), status
+        ``cancelled`` (unless completed); every later reservation is refused, settles
+        still apply, it leaves the stalled listing, ``last_seen_at`` is not touched.
+        Idempotent: a later call (whatever its reason) changes nothing. None when there
+        is no such workflow."""
+        ...
+
+    async def heartbeat(
+        self, key: str, workflow_id: str, now: float, step: str | None, progress: float | None
+    ) -> WorkflowState | None:
+        """The workflow is alive between model calls: after sweeping its expired holds,
+        ``last_seen_at`` and ``heartbeat_at`` = now, and ``step`` (at most 256
+        characters) / ``progress`` (finite, 0-100) when given; its status does not
+        change. None when there is no such workflow (a heartbeat creates none)."""
+        ...
+
+    async def list_workflows(
+        self, key: str, status: str, idle_before: float, after: str | None, limit: int
+    ) -> tuple[list[WorkflowState], str | None]:
+        """One page of the key's workflows with ``status`` (running, stalled — running
+        with ``last_seen_at`` < ``idle_before`` —, completed, cancelled; ``running``
+        includes stalled ones), ordered by workflow id (bytewise), those after the
+        cursor ``after`` (exclusive); returns at most ``limit`` (>= 1) and the next
+        cursor (the page's last id; None when nothing follows). Each is swept first, of
+        the holds that ran out by ``idle_before`` (the listing has no ``now``, like
+        ``list_stalled``)."""
+        ...
+
+    async def cancelled_among(self, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (key, workflow id) pairs have a ``stop_reason`` (one round
+        trip, or one query, for all: the gateway polls it for its requests in flight)."""
+        ...
+
+    async def note_completed_cost(self, name: str, cost_micros: int, now: float) -> None:
+        """Remember a completed workflow's cost under its kind (the last 101 of each
+        kind; a kind is forgotten a workflow TTL after its last cost). ``name``: 1-64
+        characters."""
+        ...
+
+    async def kind_medians(self) -> dict[str, int]:
+        """The median cost of each kind's remembered completed workflows (of an even
+        count, the lower of the two middle ones: integer micro-USD)."""
         ...
 
     async def set_workflow_cap(

@@ -35,6 +35,16 @@ INT64_MAX = 2**63 - 1
 # one dropped before its period ends would forget spend the key budget must count.
 ORPHAN_WINDOW_S = 366 * 86400
 
+# Workflow guardrails and self-description (see ``Store.reserve``, ``Store.heartbeat``):
+FINGERPRINTS_KEPT = 256  # the loop guard's counts kept per workflow (least recent go)
+KIND_COSTS_KEPT = 101  # completed workflows' costs kept per kind (for its median)
+MAX_NAME_CHARS = 64  # a workflow's name (its kind), a stop reason
+MAX_STEP_CHARS = 256  # a heartbeat's step, as the gateway bounds X-Workflow-Step
+MAX_FINGERPRINT_CHARS = 256  # the loop guard's fingerprint (the gateway's is 32 hex)
+MAX_ERROR_CHARS = 2_000  # the error text /complete records (longer text is cut)
+OUTCOMES = ("succeeded", "failed")
+LIST_STATUSES = ("running", "stalled", "completed", "cancelled")
+
 
 class IdSource:
     """Unique ids without a system call each: a random per-instance prefix + a counter."""
@@ -78,6 +88,21 @@ def validate_request(req: ReserveRequest) -> None:
     check_time("now", req.now)
     if req.key_budget is not None:
         validate_key_budget(req.key_budget)
+    validate_guardrails(req)
+
+
+def validate_guardrails(req: ReserveRequest) -> None:
+    """The guardrail fields of ``req``: a timeout of (0, ten years], a call cap in
+    ``[1, MAX_STORE_INT]``, a loop threshold in ``[0, MAX_STORE_INT]``, bounded texts."""
+    if req.timeout_s is not None:
+        check_timeout("timeout_s", req.timeout_s)
+    if req.max_calls is not None:
+        check_int("max_calls", req.max_calls, low=1)
+    check_int("max_identical", req.max_identical)
+    if req.name is not None:
+        check_text("name", req.name, MAX_NAME_CHARS)
+    if req.fingerprint is not None:
+        check_text("fingerprint", req.fingerprint, MAX_FINGERPRINT_CHARS)
 
 
 def validate_key_budget(kb: KeyBudget) -> None:
@@ -129,6 +154,67 @@ def check_duration(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a number of seconds, got {type(value).__name__}")
     if not (math.isfinite(value) and 0 <= value <= MAX_DURATION_S):
         raise ValueError(f"{name} must be finite and in [0, {MAX_DURATION_S}] s, got {value}")
+
+
+def check_timeout(name: str, value: object) -> None:
+    """A timeout: a number of seconds, finite, above 0 and at most ``MAX_DURATION_S``."""
+    check_duration(name, value)
+    if value == 0:
+        raise ValueError(f"{name} must be above 0 s, got {value}")
+
+
+def check_text(name: str, value: object, most: int, low: int = 1) -> None:
+    """A string of ``low`` to ``most`` characters, else ValueError."""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {type(value).__name__}")
+    if not low <= len(value) <= most:
+        raise ValueError(f"{name} must be {low} to {most} characters, got {len(value)}")
+
+
+def check_progress(value: object) -> None:
+    """A heartbeat's progress: a finite number in ``[0, 100]``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"progress must be a number, got {type(value).__name__}")
+    if not (math.isfinite(value) and 0 <= value <= 100):
+        raise ValueError(f"progress must be finite and in [0, 100], got {value}")
+
+
+def check_outcome(value: object) -> None:
+    if value not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, got {value!r}")
+
+
+def check_list_status(value: object) -> None:
+    if value not in LIST_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(LIST_STATUSES)}, got {value!r}")
+
+
+def check_heartbeat(now: float, step: str | None, progress: float | None) -> None:
+    check_time("now", now)
+    if step is not None:
+        check_text("step", step, MAX_STEP_CHARS, low=0)
+    if progress is not None:
+        check_progress(progress)
+
+
+def check_listing(status: str, idle_before: float, limit: int) -> None:
+    """A page of ``list_workflows``: a known status, a time, a limit of at least 1."""
+    check_list_status(status)
+    check_time("idle_before", idle_before)
+    check_int("limit", limit, low=1)
+
+
+def check_kind_cost(name: str, cost_micros: int, now: float) -> None:
+    check_text("name", name, MAX_NAME_CHARS)
+    check_int("cost_micros", cost_micros)
+    check_time("now", now)
+
+
+def clip_error(error: str | None) -> str | None:
+    """The error text /complete records: at most ``MAX_ERROR_CHARS`` (the rest is cut)."""
+    if error is not None and not isinstance(error, str):
+        raise ValueError(f"error must be a string, got {type(error).__name__}")
+    return None if error is None else error[:MAX_ERROR_CHARS]
 
 
 def check_ttl(name: str, value: object) -> None:

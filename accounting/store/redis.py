@@ -3,16 +3,21 @@
 Every read-modify-write is one Lua script (``redis_scripts``, ``redis_scripts_admin``;
 the key layout is there), registered once and run with EVALSHA, so a reserve is
 check-and-hold atomically across replicas, in one round trip, and a settle likewise.
-Keys live under ``prefix``; a tenant's keys share one hash tag, but scripts also touch
-the global ``running`` and ``lease_tenants`` indexes and the ``ledger`` stream, so a
-single Redis (or a Sentinel-managed primary), version 6.2 or later, is required, not
-Redis Cluster.
+Keys live under ``prefix``; a tenant's keys share one hash tag (its workflow index and
+loop guard counts too), but scripts also touch the global ``running`` and
+``lease_tenants`` indexes and the ``ledger`` stream, so a single Redis (or a
+Sentinel-managed primary), version 6.2 or later, is required, not Redis Cluster. The
+costs of completed workflows by kind are global too, kept by plain commands outside
+any tenant script.
 
 Nothing grows forever: a workflow expires ``workflow_ttl_s`` after its last activity,
 a hold ``workflow_ttl_s`` after its lease ends, a key budget window
 ``period_margin_s`` after the window ends, an idempotency record at its TTL (a
 pending claim at its lease), the ledger stream is capped at about ``ledger_maxlen``
-entries, a tenant's lease index empties as its holds settle or expire. A settled hold
+entries, a tenant's lease index empties as its holds settle or expire, a workflow's
+loop guard counts and the tenant's workflow index share the workflow TTL (an index
+entry whose workflow expired is dropped when a listing meets it), a kind's costs
+expire a workflow TTL after its last. A settled hold
 is a one-field tombstone (about 100 bytes) kept ``settled_ttl_s``, so a repeated
 settle stays a no-op: a repeat comes from a caller that lost the answer and retries
 as soon as Redis answers again, so a day covers any outage worth surviving, where
@@ -40,7 +45,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from typing import Any, cast
-from urllib.parse import unquote
 
 from accounting.errors import StoreUnavailable
 from accounting.store.base import (
@@ -51,15 +55,14 @@ from accounting.store.base import (
     Reserved,
     ReserveRequest,
     Settled,
-    WorkflowState,
 )
 from accounting.store.common import (
     DEFAULT_WORKFLOW_TTL_S,
+    FINGERPRINTS_KEPT,
     ORPHAN_WINDOW_S,
     IdSource,
     check_duration,
     check_int,
-    check_limit,
     check_period,
     check_time,
     check_ttl,
@@ -69,18 +72,20 @@ from accounting.store.common import (
     stored_float,
     stored_int,
     tokens_json,
-    validate_caps,
     validate_request,
     validate_settle,
 )
+from accounting.store.guardrails import counts_call
 from accounting.store.redis_client import ScriptClient
 from accounting.store.redis_codec import f, opt, refusal, state, tenant_of, ttl
+from accounting.store.redis_workflows import RedisWorkflows
 
 SWEEP_BATCH = 500  # holds per SWEEP_TENANT call, tenants per index read
 
 
-class RedisStore:
-    """See ``accounting.store.base.Store`` for the contract."""
+class RedisStore(RedisWorkflows):
+    """See ``accounting.store.base.Store`` for the contract; the methods of a
+    workflow's life off the money path are in ``RedisWorkflows``."""
 
     def __init__(
         self,
@@ -159,29 +164,40 @@ class RedisStore:
             pstart = period_start(req.now, kb.period_s)
             window_ttl = ttl(pstart + kb.period_s - req.now + self.period_margin_s)
         tenant = tenant_of(req.key)
-        base, expires_at = self._c.base(tenant), req.now + req.lease_s
-        keys = [
-            f"{base}:wf:{wid or ''}", f"{base}:wh:{wid or ''}", f"{base}:kp:{pstart}",
-            f"{base}:kh:{pstart}", f"{base}:h:{rid}", self._running, f"{base}:leases",
-            self._lease_tenants,
-        ]  # fmt: skip
-        args = [
-            base, f"{tenant}:{wid or ''}", rid, str(req.amount_micros), str(req.tokens),
-            f(req.now), f(expires_at), wid or "", opt(req.cap_micros), opt(req.cap_tokens),
-            "0" if req.step is None else "1", req.step or "",
-            "" if kb is None else str(kb.limit_micros), opt(pstart), str(window_ttl),
-            str(self.workflow_ttl_s), str(ttl(req.lease_s + self.workflow_ttl_s)), tenant,
-        ]  # fmt: skip
+        keys, args = self._reserve_call(req, tenant, rid, pstart, window_ttl)
         reply = await self._c.tenant_script("reserve", tenant, keys, args, fenced=True)
         outcome = reply[0].decode()
         found = state(req.key, wid, reply[1]) if wid is not None else None
         if outcome != "ok":
             raise refusal(outcome, found, req, reply)
         res = Reservation(
-            rid, req.key, wid, req.amount_micros, req.tokens, pstart, expires_at,
+            rid, req.key, wid, req.amount_micros, req.tokens, pstart, req.now + req.lease_s,
             req.cap_micros, req.cap_tokens,
         )  # fmt: skip
         return Reserved(res, found)
+
+    def _reserve_call(
+        self, req: ReserveRequest, tenant: str, rid: str, pstart: int | None, window_ttl: int
+    ) -> tuple[list[str], list[str]]:
+        """The reserve script's keys and arguments (see ``redis_scripts.RESERVE``)."""
+        base, kb, wid = self._c.base(tenant), req.key_budget, req.workflow_id or ""
+        keys = [
+            f"{base}:wf:{wid}", f"{base}:wh:{wid}", f"{base}:kp:{pstart}", f"{base}:kh:{pstart}",
+            f"{base}:h:{rid}", self._running, f"{base}:leases", self._lease_tenants,
+            f"{base}:fp:{wid}", f"{base}:fpo:{wid}", f"{base}:wfs",
+        ]  # fmt: skip
+        args = [
+            base, f"{tenant}:{wid}", rid, str(req.amount_micros), str(req.tokens), f(req.now),
+            f(req.now + req.lease_s), wid, opt(req.cap_micros), opt(req.cap_tokens),
+            "0" if req.step is None else "1", req.step or "",
+            "" if kb is None else str(kb.limit_micros), opt(pstart), str(window_ttl),
+            str(self.workflow_ttl_s), str(ttl(req.lease_s + self.workflow_ttl_s)), tenant,
+            "" if req.timeout_s is None else f(req.timeout_s), opt(req.max_calls),
+            req.name or "", "1" if req.new_call else "0",
+            (req.fingerprint or "") if counts_call(req) else "", str(req.max_identical),
+            str(FINGERPRINTS_KEPT),
+        ]  # fmt: skip
+        return keys, args
 
     async def settle(self, res: Reservation, charge: Charge, now: float) -> Settled:
         validate_settle(res, charge, now)
@@ -190,7 +206,8 @@ class RedisStore:
         keys = [
             f"{base}:h:{res.id}", f"{base}:wf:{wid or ''}", f"{base}:wh:{wid or ''}",
             f"{base}:kp:{res.period_start}", f"{base}:kh:{res.period_start}",
-            self._running, self._ledger, f"{base}:leases",
+            self._running, self._ledger, f"{base}:leases", f"{base}:wfs",
+            f"{base}:fp:{wid or ''}", f"{base}:fpo:{wid or ''}",
         ]  # fmt: skip
         entry = {
             "ts": f(now), "reservation_id": res.id, "request_id": charge.request_id,
@@ -206,7 +223,8 @@ class RedisStore:
             str(int(charge.partial)), "0" if wid is None else "1",
             "0" if res.period_start is None else "1", f"{tenant}:{wid or ''}",
             str(self.workflow_ttl_s), str(self.ledger_maxlen), str(self.settled_ttl_s),
-            opt(res.cap_micros), opt(res.cap_tokens), str(window_ttl), str(len(entry)),
+            opt(res.cap_micros), opt(res.cap_tokens), str(window_ttl), wid or "",
+            str(len(entry)),
         ]  # fmt: skip
         for field, value in entry.items():
             args += [field, value]
@@ -216,86 +234,6 @@ class RedisStore:
         reply = await self._c.tenant_script("settle", tenant, keys, args, fenced=False)
         found = state(res.key, wid, reply[1]) if wid is not None else None
         return Settled(found, orphan=reply[0] == b"orphan")
-
-    async def get_workflow(self, key: str, workflow_id: str, now: float) -> WorkflowState | None:
-        check_time("now", now)
-        return await self._status(tenant_of(key), key, workflow_id, now)
-
-    async def _status(
-        self, tenant: str, key: str, workflow_id: str, now: float
-    ) -> WorkflowState | None:
-        """The workflow after sweeping its expired holds (not fenced: a late sweep only
-        expires what had run out by ``now``)."""
-        base = self._c.base(tenant)
-        keys = [f"{base}:wf:{workflow_id}", f"{base}:wh:{workflow_id}"]
-        args = [base, f(now), str(self.workflow_ttl_s)]
-        reply = await self._c.tenant_script("status", tenant, keys, args, fenced=False)
-        return state(key, workflow_id, reply[1])
-
-    async def complete_workflow(
-        self, key: str, workflow_id: str, now: float
-    ) -> WorkflowState | None:
-        check_time("now", now)
-        tenant = tenant_of(key)
-        base = self._c.base(tenant)
-        keys = [f"{base}:wf:{workflow_id}", f"{base}:wh:{workflow_id}", self._running]
-        args = [base, f(now), str(self.workflow_ttl_s), f"{tenant}:{workflow_id}"]
-        args.append(str(self.workflow_ttl_s))
-        reply = await self._c.tenant_script("complete", tenant, keys, args, fenced=True)
-        return state(key, workflow_id, reply[1])
-
-    async def set_workflow_cap(
-        self, key: str, workflow_id: str, cap_micros: int | None, cap_tokens: int | None, now: float
-    ) -> WorkflowState | None:
-        validate_caps(cap_micros, cap_tokens)
-        tenant = tenant_of(key)
-        keys = [f"{self._c.base(tenant)}:wf:{workflow_id}"]
-        args = [opt(cap_micros), opt(cap_tokens)]
-        reply = await self._c.tenant_script("set_cap", tenant, keys, args, fenced=True)
-        return state(key, workflow_id, reply[1])
-
-    async def list_stalled(self, idle_before: float, limit: int = 100) -> list[WorkflowState]:
-        """Each after sweeping its holds that ran out by ``idle_before`` (there is no
-        ``now`` here; every hold expired so has truly run out)."""
-        check_time("idle_before", idle_before)
-        check_limit(limit)
-        self._c.epoch.guard()
-        found: list[WorkflowState] = []
-        offset = 0
-        while len(found) < limit:
-            pending = self._c.redis().zrangebyscore(
-                self._running, "-inf", f"({f(idle_before)}", start=offset, num=limit
-            )
-            members = await self._c.do(cast(Awaitable[list[bytes]], pending))
-            states, gone = await self._load_members(members, idle_before)
-            found += [s for s in states if s.status == "running" and s.last_seen_at < idle_before]
-            if gone:
-                await self._c.do(self._c.redis().zrem(self._running, *gone))
-            if len(members) < limit:
-                break
-            offset += len(members) - len(gone)
-        return found[:limit]
-
-    async def _load_members(
-        self, members: list[bytes], now: float
-    ) -> tuple[list[WorkflowState], list[bytes]]:
-        """The workflows behind running-index members, and the members whose state
-        expired (or that name no workflow: they are dropped from the index)."""
-        states, gone = [], []
-        for member in members:
-            tenant, sep, wid = member.decode(errors="replace").partition(":")
-            found = await self._status(tenant, unquote(tenant), wid, now) if sep else None
-            if found is None:
-                gone.append(member)
-            else:
-                states.append(found)
-        return states, gone
-
-    async def count_stalled(self, idle_before: float) -> int:
-        check_time("idle_before", idle_before)
-        self._c.epoch.guard()
-        pending = self._c.redis().zcount(self._running, "-inf", f"({f(idle_before)}")
-        return int(await self._c.do(pending))
 
     async def key_spend(self, key: str, period_s: int, now: float) -> KeySpend:
         check_period("period_s", period_s)

@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from accounting.errors import StoreUnavailable
 from accounting.store import redis_scripts as lua
 from accounting.store import redis_scripts_admin as lua_admin
+from accounting.store import redis_scripts_workflows as lua_wf
 from accounting.store.common import MAX_STORE_INT
 from accounting.store.redis_codec import f
 from accounting.store.redis_epoch import Epoch
@@ -36,8 +37,11 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 _SCRIPTS = {
     "reserve": lua.RESERVE,
     "settle": lua.SETTLE,
-    "status": lua_admin.STATUS,
-    "complete": lua_admin.COMPLETE,
+    "status": lua_wf.STATUS,
+    "complete": lua_wf.COMPLETE,
+    "cancel": lua_wf.CANCEL,
+    "heartbeat": lua_wf.HEARTBEAT,
+    "list_workflows": lua_wf.LIST,
     "set_cap": lua_admin.SET_CAP,
     "sweep_tenant": lua_admin.SWEEP_TENANT,
     "idem_claim": lua_admin.IDEM_CLAIM,

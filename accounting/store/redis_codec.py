@@ -1,5 +1,5 @@
 """Small conversions of ``RedisStore``: tenant names, numbers as script arguments, and
-script replies back into ``WorkflowState`` and ``BudgetExceeded``."""
+script replies back into ``WorkflowState``, ``BudgetExceeded`` and ``GuardrailRefused``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from accounting.errors import BudgetExceeded
-from accounting.store.base import ReserveRequest, WorkflowState
+from accounting.errors import AccountingError, BudgetExceeded
+from accounting.store.base import Outcome, ReserveRequest, WorkflowState, WorkflowStatus
 from accounting.store.common import MAX_STORE_INT, stored_float, stored_int
+from accounting.store.guardrails import refused
 
 
 def tenant_of(key: str) -> str:
@@ -43,31 +44,63 @@ def state(
         pairs = list(found.items())
     else:
         pairs = [(found[i], found[i + 1]) for i in range(0, len(found) - 1, 2)]
-    fields = {_text(k): v for k, v in pairs}
-
-    def count(name: str) -> int:
-        return stored_int(fields.get(name, 0))
-
-    def optional(name: str) -> int | None:
-        raw = fields.get(name)
-        return None if raw is None else stored_int(raw)
-
-    step, completed_at = fields.get("step"), fields.get("completed_at")
+    fields = Fields({_text(k): v for k, v in pairs})
     return WorkflowState(
         key=key, workflow_id=workflow_id,
-        cap_micros=optional("cap_micros"), cap_tokens=optional("cap_tokens"),
-        spent_micros=count("spent_micros"), reserved_micros=count("reserved_micros"),
-        tokens_spent=count("tokens_spent"), tokens_reserved=count("tokens_reserved"),
-        tokens_by_kind={k[3:]: stored_int(v) for k, v in fields.items() if k.startswith("tk:")},
-        calls=count("calls"), retries=count("retries"), fallbacks=count("fallbacks"),
-        partial_streams=count("partial_streams"), expired_holds=count("expired_holds"),
-        expired_micros=count("expired_micros"),
+        cap_micros=fields.opt_int("cap_micros"), cap_tokens=fields.opt_int("cap_tokens"),
+        spent_micros=fields.count("spent_micros"),
+        reserved_micros=fields.count("reserved_micros"),
+        tokens_spent=fields.count("tokens_spent"),
+        tokens_reserved=fields.count("tokens_reserved"),
+        tokens_by_kind=fields.kinds(),
+        calls=fields.count("calls"), retries=fields.count("retries"),
+        fallbacks=fields.count("fallbacks"), partial_streams=fields.count("partial_streams"),
+        expired_holds=fields.count("expired_holds"),
+        expired_micros=fields.count("expired_micros"),
         started_at=stored_float(fields.get("started_at")),
         last_seen_at=stored_float(fields.get("last_seen_at")),
-        step=None if step is None else _text(step),
-        status="completed" if fields.get("status") == b"completed" else "running",
-        completed_at=None if completed_at is None else stored_float(completed_at),
+        step=fields.text("step"), status=fields.status(),
+        completed_at=fields.time("completed_at"), deadline_at=fields.time("deadline_at"),
+        max_calls=fields.opt_int("max_calls"), requests=fields.count("requests"),
+        name=fields.text("name"), cancelled_at=fields.time("cancelled_at"),
+        stop_reason=fields.text("stop_reason"), outcome=fields.outcome(),
+        error=fields.text("error"), progress=fields.time("progress"),
+        heartbeat_at=fields.time("heartbeat_at"),
     )  # fmt: skip
+
+
+class Fields(dict[str, Any]):
+    """A workflow hash's fields by name, read as the ``WorkflowState`` field types."""
+
+    def count(self, name: str) -> int:
+        return stored_int(self.get(name, 0))
+
+    def opt_int(self, name: str) -> int | None:
+        raw = self.get(name)
+        return None if raw is None else stored_int(raw)
+
+    def time(self, name: str) -> float | None:
+        raw = self.get(name)
+        return None if raw is None else stored_float(raw)
+
+    def text(self, name: str) -> str | None:
+        raw = self.get(name)
+        return None if raw is None else _text(raw)
+
+    def kinds(self) -> dict[str, int]:
+        return {k[3:]: stored_int(v) for k, v in self.items() if k.startswith("tk:")}
+
+    def status(self) -> WorkflowStatus:
+        raw = self.get("status")
+        if raw == b"completed":
+            return "completed"
+        return "cancelled" if raw == b"cancelled" else "running"
+
+    def outcome(self) -> Outcome | None:
+        raw = self.get("outcome")
+        if raw == b"succeeded":
+            return "succeeded"
+        return "failed" if raw == b"failed" else None
 
 
 def _text(raw: object) -> str:
@@ -76,9 +109,13 @@ def _text(raw: object) -> str:
     return str(raw)
 
 
+GUARDRAILS = ("cancelled", "expired", "call_limit", "loop")
+
+
 def refusal(
     outcome: str, found: WorkflowState | None, req: ReserveRequest, reply: list[Any]
-) -> BudgetExceeded:
+) -> AccountingError:
+    """The reserve script's refusal as BudgetExceeded or GuardrailRefused."""
     if outcome == "key" and req.key_budget is not None:
         committed = stored_int(reply[2]) + stored_int(reply[3])
         return BudgetExceeded(
@@ -86,6 +123,8 @@ def refusal(
         )
     if found is None:
         raise RuntimeError(f"unexpected reserve reply {outcome!r}")
+    if outcome in GUARDRAILS:
+        return refused(outcome, found, req, stored_int(reply[2]) if outcome == "loop" else 0)
     if outcome == "tokens" and found.cap_tokens is not None:
         committed = found.tokens_spent + found.tokens_reserved
         return BudgetExceeded("workflow", "tokens", found.cap_tokens, committed, req.tokens)

@@ -1,13 +1,19 @@
 """Lua scripts of ``RedisStore``: each read-modify-write is one script, so it is atomic.
-This file has the shared prelude and the request path (reserve, settle);
-``redis_scripts_admin`` the rest.
+This file has the request path (reserve, settle); ``redis_lua`` the shared prelude,
+``redis_scripts_workflows`` a workflow's life (status, completion, cancellation,
+heartbeat, listing), ``redis_scripts_admin`` the rest.
 
 Key layout (``B`` = ``<prefix>{<tenant>}``, the tenant being the escaped gateway key;
 everything of one tenant shares its hash tag, so one tenant is one cluster slot):
 
 * ``B:epoch``          string the store's epoch as this tenant's data last saw it
 * ``B:wf:<workflow>``  hash   the workflow (fields named like ``WorkflowState``,
-  ``tk:<kind>`` for tokens by kind)
+  ``tk:<kind>`` for tokens by kind; a field that is None is absent)
+* ``B:fp:<workflow>``  hash   the loop guard's counts: fingerprint -> count
+* ``B:fpo:<workflow>`` zset   the same fingerprints scored by the workflow's
+  ``requests`` when last counted (the least recent go past ``FINGERPRINTS_KEPT``)
+* ``B:wfs``            zset   the tenant's workflow ids, all scored 0 (paged by id with
+  ZRANGEBYLEX; an id whose workflow expired is dropped when a listing meets it)
 * ``B:wh:<workflow>``  zset   the workflow's live holds, scored by expires_at
 * ``B:h:<id>``         hash   one hold: amount, tokens, wid, period, expires_at, state
   (``held``, ``expired``; ``settled`` is a tombstone of the state field alone)
@@ -19,6 +25,9 @@ everything of one tenant shares its hash tag, so one tenant is one cluster slot)
 * ``<prefix>lease_tenants`` zset tenants with live holds, scored at or below their
   earliest lease (the periodic sweep's index: no KEYS or SCAN)
 * ``<prefix>ledger``   stream one entry per settle, capped (``MAXLEN ~``)
+* ``<prefix>kind:<name>`` list the last ``KIND_COSTS_KEPT`` costs of completed
+  workflows of that kind, newest first; ``<prefix>kinds`` set the kinds (both global,
+  plain commands outside the tenant scripts, expiring a workflow TTL after the last)
 * ``<prefix>epoch``, ``<prefix>reset_detected``, ``<prefix>ready``: see ``redis_epoch``
 
 Every tenant script begins with ``guard()``: KEYS[1] is ``B:epoch``, ARGV[1] the
@@ -30,7 +39,9 @@ tenant this process has seen, or differs, returns ``lost`` and changes nothing.
 
 Amounts travel as decimal strings and are only changed with HINCRBY, so counters are
 exact 64-bit integers; Lua numbers (doubles) are used for comparisons only, exact
-because every amount is at most ``MAX_STORE_INT`` (2**53 - 1).
+because every amount is at most ``MAX_STORE_INT`` (2**53 - 1). The one time a script
+computes (``deadline_at`` = started_at + timeout) is written as a Lua number, which
+Redis turns into text exactly (17 significant digits; ``tostring`` would round it).
 
 A script that fails half-way keeps the writes it made before the error, so every
 script checks its numeric arguments (``bad_args``) before it writes anything and
@@ -43,139 +54,30 @@ workflow for as long as it lives.
 
 from __future__ import annotations
 
-# Argument checks, shared by the tenant scripts (PRELUDE) and the epoch's CHECK.
-ARGS = """
-local MAX_INT = 9007199254740991
--- kind 'i': a decimal integer in [0, 2**53 - 1]; 'n': a finite number; 'o', 'm': the
--- same, or '' (none)
-local function valid(kind, v)
-  if v == nil then return false end
-  if v == '' then return kind == 'o' or kind == 'm' end
-  if kind == 'i' or kind == 'o' then
-    return #v <= 16 and string.match(v, '^%d+$') ~= nil and tonumber(v) <= MAX_INT
-  end
-  local n = tonumber(v)
-  return n ~= nil and n == n and n ~= math.huge and n ~= -math.huge
-end
-
--- spec like 'i7 n9 o12': {'invalid', index} for the first argument not of its kind
-local function bad_args(spec)
-  for kind, i in string.gmatch(spec, '(%a)(%d+)') do
-    if not valid(kind, ARGV[tonumber(i)]) then return {'invalid', tonumber(i)} end
-  end
-  return nil
-end
-"""
-
-PRELUDE = (
-    ARGS
-    + """
-local function guard()
-  if ARGV[3] ~= '' then
-    local t = redis.call('TIME')
-    if tonumber(t[1]) + tonumber(t[2]) / 1000000 > tonumber(ARGV[3]) then
-      return {'stale'}
-    end
-  end
-  local mark = redis.call('GET', KEYS[1])
-  if mark == ARGV[1] then return nil end
-  if ARGV[2] == 'force' or (not mark and ARGV[2] == '0') then
-    redis.call('SET', KEYS[1], ARGV[1])
-    return nil
-  end
-  return {'lost', mark or ''}
-end
-
--- the negation of a stored amount (nothing stored counts as 0)
-local function neg(n)
-  if not n or n == '' or n == '0' then return '0' end
-  if string.sub(n, 1, 1) == '-' then return string.sub(n, 2) end
-  return '-' .. n
-end
-
--- any stored value as a number: missing, not a number or nan count as 0
-local function num(v)
-  local n = tonumber(v)
-  if n == nil or n ~= n then return 0 end
-  return n
-end
-
--- HINCRBY that cannot fail. A field holding no integer (a hand edit) or that would
--- pass 64 bits is rewritten as its value as a double plus the delta, saturated at
--- 2**63 - 1024 (the largest double HINCRBY takes); a delta that is no number is 0.
-local SATURATED = 9223372036854774784
-local function incr(k, f, d)
-  if type(redis.pcall('HINCRBY', k, f, d)) == 'number' then return end
-  local delta = tonumber(d)
-  if delta == nil or delta ~= delta then return end
-  local v = num(redis.call('HGET', k, f)) + delta
-  if v > SATURATED then v = SATURATED elseif v < -SATURATED then v = -SATURATED end
-  if v ~= v or v == 0 then v = 0 end
-  redis.call('HSET', k, f, string.format('%.0f', v))
-end
-
-local function hgetall(k)
-  return redis.call('HGETALL', k)
-end
-
--- A hold whose lease ran out is counted as spent at its held amount, in its
--- workflow and in the key window it was held against. Returns 1 if it was held.
-local function expire_hold(base, id, keep_s)
-  local hk = base .. ':h:' .. id
-  redis.call('ZREM', base .. ':leases', id)
-  local h = redis.call('HMGET', hk, 'amount', 'tokens', 'wid', 'period', 'state')
-  if h[5] ~= 'held' then return 0 end
-  local a, t = h[1] or '0', h[2] or '0'
-  if h[3] then
-    local w = base .. ':wf:' .. h[3]
-    redis.call('ZREM', base .. ':wh:' .. h[3], id)
-    if redis.call('EXISTS', w) == 1 then
-      incr(w, 'spent_micros', a)
-      incr(w, 'reserved_micros', neg(a))
-      incr(w, 'tokens_spent', t)
-      incr(w, 'tokens_reserved', neg(t))
-      incr(w, 'expired_holds', 1)
-      incr(w, 'expired_micros', a)
-    end
-  end
-  if h[4] then
-    local p = base .. ':kp:' .. h[4]
-    redis.call('ZREM', base .. ':kh:' .. h[4], id)
-    if redis.call('EXISTS', p) == 1 then
-      incr(p, 'spent_micros', a)
-      incr(p, 'reserved_micros', neg(a))
-    end
-  end
-  redis.call('HSET', hk, 'state', 'expired')
-  redis.call('EXPIRE', hk, keep_s)
-  return 1
-end
-
-local function sweep(base, zkey, now, keep_s)
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', zkey, '-inf', now)) do
-    expire_hold(base, id, keep_s)
-  end
-  redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now)
-end
-"""
-)
+from accounting.store.redis_lua import PRELUDE
 
 # KEYS: 1 epoch marker, 2 workflow, 3 workflow holds, 4 window, 5 window holds,
-#       6 new hold, 7 running, 8 tenant leases, 9 lease tenants
+#       6 new hold, 7 running, 8 tenant leases, 9 lease tenants, 10 fingerprint
+#       counts, 11 fingerprint recency, 12 the tenant's workflow index
 # ARGV: 1-3 guard, 4 base, 5 running member, 6 reservation id, 7 amount, 8 tokens,
 #       9 now, 10 expires_at, 11 workflow id ('' = none), 12 cap_micros ('' = none),
 #       13 cap_tokens ('' = none), 14 step given ('1'/'0'), 15 step,
 #       16 key limit ('' = no key budget), 17 window start, 18 window ttl s,
-#       19 workflow ttl s, 20 hold ttl s, 21 tenant
+#       19 workflow ttl s, 20 hold ttl s, 21 tenant, 22 timeout s ('' = none),
+#       23 max calls ('' = none), 24 name ('' = none), 25 new call ('1'/'0'),
+#       26 fingerprint ('' = not counted), 27 max identical, 28 fingerprints kept
+# Reply: ok | workflow | tokens | key (budgets) | cancelled | expired | call_limit |
+#        loop (guardrails), then the workflow's fields (and the count: key, loop)
 RESERVE = (
     PRELUDE
     + """
-local bad = bad_args('m3 i7 i8 n9 n10 o12 o13 o16 o17 i18 i19 i20')
+local bad = bad_args('m3 i7 i8 n9 n10 o12 o13 o16 o17 i18 i19 i20 m22 o23 i27 i28')
 if bad then return bad end
 local g = guard()
 if g then return g end
 local wf, base, now, amount, tokens = KEYS[2], ARGV[4], ARGV[9], ARGV[7], ARGV[8]
 local has_wf, has_kb = ARGV[11] ~= '', ARGV[16] ~= ''
+local new_call, fp = ARGV[25] == '1', ARGV[26]
 if has_wf then sweep(base, KEYS[3], now, ARGV[19]) end
 if has_kb then sweep(base, KEYS[5], now, ARGV[19]) end
 
@@ -185,24 +87,69 @@ local function lower(field, cap)
   if not cur or tonumber(cap) < num(cur) then redis.call('HSET', wf, field, cap) end
 end
 
+-- the deadline is set or lowered (started_at + timeout), never raised
+local function lower_deadline(timeout)
+  if timeout == '' then return end
+  local deadline = num(redis.call('HGET', wf, 'started_at')) + tonumber(timeout)
+  local cur = redis.call('HGET', wf, 'deadline_at')
+  if not cur or deadline < num(cur) then redis.call('HSET', wf, 'deadline_at', deadline) end
+end
+
+-- the first guardrail that refuses (see accounting.store.guardrails), or nil;
+-- w: stop_reason, deadline_at, max_calls, requests
+local function guardrails(w)
+  if w[1] then return {'cancelled', hgetall(wf)} end
+  if w[2] and tonumber(now) >= num(w[2]) then return {'expired', hgetall(wf)} end
+  if new_call and w[3] and num(w[4]) >= num(w[3]) then return {'call_limit', hgetall(wf)} end
+  if fp ~= '' then
+    local seen = redis.call('HGET', KEYS[10], fp)
+    if seen and num(seen) >= tonumber(ARGV[27]) then return {'loop', hgetall(wf), seen} end
+  end
+  return nil
+end
+
+-- one more request, and one more of its fingerprint (the least recently counted of
+-- more than ARGV[28] fingerprints are forgotten)
+local function count_call()
+  incr(wf, 'requests', 1)
+  if fp == '' then return end
+  local seq = num(redis.call('HGET', wf, 'requests'))
+  if redis.call('ZADD', KEYS[11], seq, fp) == 1 then
+    local over = redis.call('ZCARD', KEYS[11]) - tonumber(ARGV[28])
+    if over > 0 then
+      local old = redis.call('ZPOPMIN', KEYS[11], over)
+      for i = 1, #old, 2 do redis.call('HDEL', KEYS[10], old[i]) end
+    end
+  end
+  incr(KEYS[10], fp, 1)
+  keep_alive(ARGV[19], KEYS[10], KEYS[11])
+end
+
 if has_wf then
   if redis.call('EXISTS', wf) == 0 then
     redis.call('HSET', wf, 'started_at', now, 'status', 'running')
   end
   lower('cap_micros', ARGV[12])
   lower('cap_tokens', ARGV[13])
+  lower_deadline(ARGV[22])
+  lower('max_calls', ARGV[23])
+  if ARGV[24] ~= '' then redis.call('HSETNX', wf, 'name', ARGV[24]) end
   if ARGV[14] == '1' then redis.call('HSET', wf, 'step', ARGV[15]) end
   redis.call('HSET', wf, 'last_seen_at', now)
   if redis.call('HGET', wf, 'status') == 'running' then
     redis.call('ZADD', KEYS[7], now, ARGV[5])
   end
-  redis.call('EXPIRE', wf, ARGV[19])
-  local w = redis.call('HMGET', wf, 'cap_micros', 'cap_tokens', 'spent_micros',
-    'reserved_micros', 'tokens_spent', 'tokens_reserved')
-  if w[1] and num(w[3]) + num(w[4]) + tonumber(amount) > num(w[1]) then
+  redis.call('ZADD', KEYS[12], 0, ARGV[11])
+  keep_alive(ARGV[19], wf, KEYS[10], KEYS[11], KEYS[12])
+  local w = redis.call('HMGET', wf, 'stop_reason', 'deadline_at', 'max_calls', 'requests',
+    'cap_micros', 'cap_tokens', 'spent_micros', 'reserved_micros', 'tokens_spent',
+    'tokens_reserved')
+  local refused = guardrails(w)
+  if refused then return refused end
+  if w[5] and num(w[7]) + num(w[8]) + tonumber(amount) > num(w[5]) then
     return {'workflow', hgetall(wf)}
   end
-  if w[2] and num(w[5]) + num(w[6]) + tonumber(tokens) > num(w[2]) then
+  if w[6] and num(w[9]) + num(w[10]) + tonumber(tokens) > num(w[6]) then
     return {'tokens', hgetall(wf)}
   end
 end
@@ -226,6 +173,7 @@ if has_wf then
   incr(wf, 'tokens_reserved', tokens)
   redis.call('ZADD', KEYS[3], ARGV[10], ARGV[6])
   redis.call('EXPIRE', KEYS[3], ARGV[20])
+  if new_call then count_call() end
   state = hgetall(wf)
 end
 if has_kb then
@@ -245,19 +193,21 @@ return {'ok', state}
 )
 
 # KEYS: 1 epoch marker, 2 hold, 3 workflow, 4 workflow holds, 5 window, 6 window holds,
-#       7 running, 8 ledger, 9 tenant leases
+#       7 running, 8 ledger, 9 tenant leases, 10 the tenant's workflow index,
+#       11 fingerprint counts, 12 fingerprint recency
 # ARGV: 1-3 guard, 4 reservation id, 5 cost, 6 counted tokens, 7 now, 8 sent,
 #       9 retry, 10 fallback, 11 partial, 12 has workflow, 13 has window,
 #       14 running member, 15 workflow ttl s, 16 ledger max length, 17 tombstone ttl s,
 #       18 cap_micros ('' = none), 19 cap_tokens ('' = none), 20 re-created window
-#       ttl s, 21 ledger entry count n, then n field/value pairs, then kind/count pairs
+#       ttl s, 21 workflow id, 22 ledger entry count n, then n field/value pairs, then
+#       kind/count pairs
 SETTLE = (
     PRELUDE
     + """
-local bad = bad_args('m3 i5 i6 n7 i8 i9 i10 i11 i15 i16 i17 o18 o19 i20 i21')
+local bad = bad_args('m3 i5 i6 n7 i8 i9 i10 i11 i15 i16 i17 o18 o19 i20 i22')
 if bad then return bad end
-local kinds = 22 + 2 * tonumber(ARGV[21])
-if kinds > #ARGV + 1 or (#ARGV - kinds) % 2 == 0 then return {'invalid', 21} end
+local kinds = 23 + 2 * tonumber(ARGV[22])
+if kinds > #ARGV + 1 or (#ARGV - kinds) % 2 == 0 then return {'invalid', 22} end
 for i = kinds + 1, #ARGV, 2 do
   if not valid('i', ARGV[i]) then return {'invalid', i} end
 end
@@ -280,6 +230,7 @@ if not h[3] then
     redis.call('HSET', wf, 'started_at', now, 'status', 'running')
     if ARGV[18] ~= '' then redis.call('HSET', wf, 'cap_micros', ARGV[18]) end
     if ARGV[19] ~= '' then redis.call('HSET', wf, 'cap_tokens', ARGV[19]) end
+    redis.call('ZADD', KEYS[10], 0, ARGV[21])
   end
   if has_kb and redis.call('EXISTS', KEYS[5]) == 0 then
     redis.call('HSET', KEYS[5], 'spent_micros', 0, 'reserved_micros', 0)
@@ -317,7 +268,7 @@ if has_wf and redis.call('EXISTS', wf) == 1 then
   if redis.call('HGET', wf, 'status') == 'running' then
     redis.call('ZADD', KEYS[7], now, ARGV[14])
   end
-  redis.call('EXPIRE', wf, ARGV[15])
+  keep_alive(ARGV[15], wf, KEYS[10], KEYS[11], KEYS[12])
 end
 if has_kb and redis.call('EXISTS', KEYS[5]) == 1 then
   incr(KEYS[5], 'spent_micros', cost)
@@ -330,7 +281,7 @@ redis.call('DEL', hold)
 redis.call('HSET', hold, 'state', 'settled')
 redis.call('EXPIRE', hold, ARGV[17])
 local entry = {}
-for i = 22, 21 + 2 * tonumber(ARGV[21]) do entry[#entry + 1] = ARGV[i] end
+for i = 23, 22 + 2 * tonumber(ARGV[22]) do entry[#entry + 1] = ARGV[i] end
 redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[16], '*', unpack(entry))
 return {outcome, state()}
 """

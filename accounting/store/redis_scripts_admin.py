@@ -1,47 +1,12 @@
-"""Lua scripts of ``RedisStore`` off the request's money path: workflow status,
-completion and caps, the periodic sweep of one tenant, idempotency records, and the
-store-wide epoch (``redis_epoch``). Key layout, ``guard()`` and the argument checks
-(``bad_args``, before any write): ``redis_scripts``.
+"""Lua scripts of ``RedisStore`` off the request's money path: admin caps, the
+periodic sweep of one tenant, idempotency records, and the store-wide epoch
+(``redis_epoch``). Key layout, ``guard()`` and the argument checks (``bad_args``,
+before any write): ``redis_scripts``; a workflow's life: ``redis_scripts_workflows``.
 """
 
 from __future__ import annotations
 
-from accounting.store.redis_scripts import ARGS, PRELUDE
-
-# KEYS: 1 epoch marker, 2 workflow, 3 workflow holds
-# ARGV: 1-3 guard, 4 base, 5 now, 6 expired-hold ttl s
-STATUS = (
-    PRELUDE
-    + """
-local bad = bad_args('m3 n5 i6')
-if bad then return bad end
-local g = guard()
-if g then return g end
-sweep(ARGV[4], KEYS[3], ARGV[5], ARGV[6])
-return {'ok', hgetall(KEYS[2])}
-"""
-)
-
-# KEYS: 1 epoch marker, 2 workflow, 3 workflow holds, 4 running
-# ARGV: 1-3 guard, 4 base, 5 now, 6 expired-hold ttl s, 7 running member, 8 workflow ttl s
-COMPLETE = (
-    PRELUDE
-    + """
-local bad = bad_args('m3 n5 i6 i8')
-if bad then return bad end
-local g = guard()
-if g then return g end
-local wf = KEYS[2]
-sweep(ARGV[4], KEYS[3], ARGV[5], ARGV[6])
-if redis.call('EXISTS', wf) == 0 then return {'ok', {}} end
-if redis.call('HGET', wf, 'status') ~= 'completed' then
-  redis.call('HSET', wf, 'status', 'completed', 'completed_at', ARGV[5])
-end
-redis.call('ZREM', KEYS[4], ARGV[7])
-redis.call('EXPIRE', wf, ARGV[8])
-return {'ok', hgetall(wf)}
-"""
-)
+from accounting.store.redis_lua import ARGS, PRELUDE
 
 # KEYS: 1 epoch marker, 2 workflow
 # ARGV: 1-3 guard, 4 cap_micros ('' = none), 5 cap_tokens ('' = none)

@@ -7,10 +7,12 @@ commit, ``sqlite_batch``). Reads that first expire holds whose lease ran out
 (``get_workflow``, ``list_stalled``) are writes too and go the same way.
 
 What it keeps: spend, holds (and settled holds as tombstones, until ``sweep``),
-workflows, key windows, idempotency records and an append-only ``spend_log`` ledger
-(with each charge's rule). With WAL and ``synchronous=NORMAL`` a committed write
-survives a crash of the process; an OS crash or power loss can lose the last
-transactions before the WAL was synced, never corrupt the file. The store does not
+workflows (with their guardrails), the loop guard's counts (``workflow_calls``), key
+windows, idempotency records, the costs of completed workflows by kind
+(``kind_costs``) and an append-only ``spend_log`` ledger (with each charge's rule).
+With WAL and ``synchronous=NORMAL`` a committed write survives a crash of the
+process; an OS crash or power loss can lose the last transactions before the WAL was
+synced, never corrupt the file. The store does not
 forget otherwise, so it has no epoch: ``check`` only proves the file answers,
 ``reset_info`` is always None and ``accept_reset`` has nothing to accept.
 
@@ -30,13 +32,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from accounting.errors import BudgetExceeded, StoreUnavailable
+from accounting.errors import AccountingError, StoreUnavailable
 from accounting.store import sqlite_admin as admin
 from accounting.store import sqlite_ops as ops
+from accounting.store import sqlite_workflows as wfs
 from accounting.store.base import (
     Charge,
     IdemClaim,
     KeySpend,
+    Outcome,
     Reservation,
     Reserved,
     ReserveRequest,
@@ -45,11 +49,18 @@ from accounting.store.base import (
 )
 from accounting.store.common import (
     DEFAULT_WORKFLOW_TTL_S,
+    MAX_NAME_CHARS,
     IdSource,
     check_duration,
+    check_heartbeat,
+    check_kind_cost,
     check_limit,
+    check_listing,
+    check_outcome,
     check_period,
+    check_text,
     check_time,
+    clip_error,
     period_start,
     validate_caps,
     validate_request,
@@ -153,7 +164,7 @@ class SqliteStore:
     async def reserve(self, req: ReserveRequest) -> Reserved:
         validate_request(req)
         outcome = await self._write(ops.reserve, req, self._ids())
-        if isinstance(outcome, BudgetExceeded):
+        if isinstance(outcome, AccountingError):  # BudgetExceeded, GuardrailRefused
             raise outcome
         return outcome
 
@@ -166,10 +177,48 @@ class SqliteStore:
         return await self._write(admin.status, key, workflow_id, now)
 
     async def complete_workflow(
-        self, key: str, workflow_id: str, now: float
+        self,
+        key: str,
+        workflow_id: str,
+        now: float,
+        outcome: Outcome = "succeeded",
+        error: str | None = None,
     ) -> WorkflowState | None:
         check_time("now", now)
-        return await self._write(admin.complete, key, workflow_id, now)
+        check_outcome(outcome)
+        clipped = clip_error(error)
+        return await self._write(wfs.complete, key, workflow_id, now, outcome, clipped)
+
+    async def cancel_workflow(
+        self, key: str, workflow_id: str, now: float, reason: str = "cancelled"
+    ) -> WorkflowState | None:
+        check_time("now", now)
+        check_text("reason", reason, MAX_NAME_CHARS)
+        return await self._write(wfs.cancel, key, workflow_id, now, reason)
+
+    async def heartbeat(
+        self, key: str, workflow_id: str, now: float, step: str | None, progress: float | None
+    ) -> WorkflowState | None:
+        check_heartbeat(now, step, progress)
+        return await self._write(wfs.heartbeat, key, workflow_id, now, step, progress)
+
+    async def list_workflows(
+        self, key: str, status: str, idle_before: float, after: str | None, limit: int
+    ) -> tuple[list[WorkflowState], str | None]:
+        check_listing(status, idle_before, limit)
+        return await self._write(wfs.list_page, key, status, idle_before, after, limit)
+
+    async def cancelled_among(self, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        if not pairs:
+            return set()
+        return await self._read(wfs.cancelled_among, pairs)
+
+    async def note_completed_cost(self, name: str, cost_micros: int, now: float) -> None:
+        check_kind_cost(name, cost_micros, now)
+        await self._write(wfs.note_cost, name, cost_micros, now)
+
+    async def kind_medians(self) -> dict[str, int]:
+        return await self._read(wfs.medians)
 
     async def set_workflow_cap(
         self, key: str, workflow_id: str, cap_micros: int | None, cap_tokens: int | None, now: float

@@ -1,5 +1,5 @@
 """Synchronous SQLite operations behind ``SqliteStore`` off the request's money path:
-workflow status and completion, admin caps, the stalled listing, idempotency
+workflow status, admin caps, the stalled listing, idempotency
 records, the periodic sweep and the readiness probe's write.
 
 Like ``sqlite_ops`` each runs on the store's worker thread; those that write (and the
@@ -18,17 +18,6 @@ from accounting.store.common import new_token, stored_float
 def status(conn: sqlite3.Connection, key: str, wid: str, now: float) -> WorkflowState | None:
     ops.sweep_workflow(conn, key, wid, now)
     return ops.get_state(conn, key, wid)
-
-
-def complete(conn: sqlite3.Connection, key: str, wid: str, now: float) -> WorkflowState | None:
-    ops.sweep_workflow(conn, key, wid, now)
-    wf = ops.load_wf(conn, key, wid)
-    if wf is None:
-        return None
-    if wf["status"] != "completed":
-        wf["status"], wf["completed_at"] = "completed", now
-        ops.save_wf(conn, wf)
-    return ops.to_state(wf)
 
 
 def set_cap(
@@ -120,18 +109,27 @@ def idem_release(conn: sqlite3.Connection, key: str, scope: str, token: str) -> 
 def sweep(conn: sqlite3.Connection, now: float, cutoff: float) -> int:
     """Expire every hold whose lease ran out (counted as spent), delete expired
     idempotency records, then what has been idle since before ``cutoff``: expired and
-    settled holds (tombstones), workflows and key windows. Returns holds expired plus
-    rows deleted."""
+    settled holds (tombstones), workflows (with their loop guard counts), key windows
+    and the costs of kinds none completed since. Returns holds expired plus rows
+    deleted."""
     count = ops.sweep_due(conn, now)
     count += conn.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,)).rowcount
     count += conn.execute(
         "DELETE FROM holds WHERE state IN ('expired', 'settled') AND expires_at < ?", (cutoff,)
     ).rowcount
+    idle = "MAX(last_seen_at, COALESCE(completed_at, 0), COALESCE(cancelled_at, 0)) < ?1"
     count += conn.execute(
-        "DELETE FROM workflows WHERE MAX(last_seen_at, COALESCE(completed_at, 0)) < ?",
+        "DELETE FROM workflow_calls WHERE (key, workflow_id) IN "
+        f"(SELECT key, workflow_id FROM workflows WHERE {idle})",
         (cutoff,),
     ).rowcount
+    count += conn.execute(f"DELETE FROM workflows WHERE {idle}", (cutoff,)).rowcount
     count += conn.execute("DELETE FROM key_periods WHERE period_end < ?", (cutoff,)).rowcount
+    count += conn.execute(
+        "DELETE FROM kind_costs WHERE name IN "
+        "(SELECT name FROM kind_costs GROUP BY name HAVING MAX(at) < ?)",
+        (cutoff,),
+    ).rowcount
     return count
 
 

@@ -13,10 +13,12 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from accounting.errors import BudgetExceeded
+from accounting.errors import AccountingError
+from accounting.store import sqlite_guards as guards
 from accounting.store.base import Reservation, Reserved, ReserveRequest, WorkflowState
 from accounting.store.common import (
     INT64_MAX,
+    OUTCOMES,
     check_key,
     check_workflow,
     lowered,
@@ -25,16 +27,21 @@ from accounting.store.common import (
     stored_int,
     tokens_json,
 )
+from accounting.store.guardrails import refused
 
 Wf = dict[str, Any]
 
-WF_COLUMNS = (
+# The columns of ``WorkflowState``, then the row's own bookkeeping (``fingerprints``:
+# how many ``workflow_calls`` rows the workflow has, for the loop guard's bound).
+STATE_COLUMNS = (
     "key", "workflow_id", "cap_micros", "cap_tokens", "spent_micros", "reserved_micros",
     "tokens_spent", "tokens_reserved", "tokens_by_kind", "calls", "retries", "fallbacks",
     "partial_streams", "expired_holds", "expired_micros", "started_at", "last_seen_at",
-    "step", "status", "completed_at",
+    "step", "status", "completed_at", "deadline_at", "max_calls", "requests", "name",
+    "cancelled_at", "stop_reason", "outcome", "error", "progress", "heartbeat_at",
 )  # fmt: skip
-_SELECT_WF = f"SELECT {', '.join(WF_COLUMNS)} FROM workflows"
+WF_COLUMNS = (*STATE_COLUMNS, "fingerprints")
+SELECT_WF = f"SELECT {', '.join(WF_COLUMNS)} FROM workflows"
 _SAVE_WF = (
     f"INSERT OR REPLACE INTO workflows ({', '.join(WF_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in WF_COLUMNS)})"
@@ -43,16 +50,20 @@ _SAVE_WF = (
 
 # -- workflow rows -----------------------------------------------------------------
 def load_wf(conn: sqlite3.Connection, key: str, workflow_id: str) -> Wf | None:
-    row = conn.execute(f"{_SELECT_WF} WHERE key = ? AND workflow_id = ?", (key, workflow_id))
+    row = conn.execute(f"{SELECT_WF} WHERE key = ? AND workflow_id = ?", (key, workflow_id))
     found = row.fetchone()
-    return _wf_from_row(found) if found is not None else None
+    return wf_from_row(found) if found is not None else None
 
 
-_CAPS = ("cap_micros", "cap_tokens")  # NULL: no cap
+_CAPS = ("cap_micros", "cap_tokens", "max_calls")  # NULL: no cap
 _COUNTS = (
     "spent_micros", "reserved_micros", "tokens_spent", "tokens_reserved", "calls", "retries",
-    "fallbacks", "partial_streams", "expired_holds", "expired_micros",
+    "fallbacks", "partial_streams", "expired_holds", "expired_micros", "requests",
+    "fingerprints",
 )  # fmt: skip
+_FLOATS = ("completed_at", "deadline_at", "cancelled_at", "progress", "heartbeat_at")  # or NULL
+_TEXTS = ("step", "name", "stop_reason", "error")  # or NULL
+_STATUSES = ("running", "completed", "cancelled")
 
 
 def int64(raw: object) -> int:
@@ -62,17 +73,17 @@ def int64(raw: object) -> int:
     return max(-INT64_MAX, min(INT64_MAX, stored_int(raw)))
 
 
-def _wf_from_row(row: sqlite3.Row) -> Wf:
+def wf_from_row(row: sqlite3.Row) -> Wf:
     """A workflow row, whatever its columns hold (see ``int64``, ``stored_float``)."""
     wf = {col: row[col] for col in WF_COLUMNS}
     wf.update({col: int64(wf[col]) for col in _COUNTS})
     wf.update({col: int64(wf[col]) for col in _CAPS if wf[col] is not None})
     wf.update({col: stored_float(wf[col]) for col in ("started_at", "last_seen_at")})
-    if wf["completed_at"] is not None:
-        wf["completed_at"] = stored_float(wf["completed_at"])
+    wf.update({col: stored_float(wf[col]) for col in _FLOATS if wf[col] is not None})
+    wf.update({col: str(wf[col]) for col in _TEXTS if wf[col] is not None})
     wf["tokens_by_kind"] = _kinds(wf["tokens_by_kind"])
-    wf["status"] = "completed" if wf["status"] == "completed" else "running"
-    wf["step"] = None if wf["step"] is None else str(wf["step"])
+    wf["status"] = wf["status"] if wf["status"] in _STATUSES else "running"
+    wf["outcome"] = wf["outcome"] if wf["outcome"] in OUTCOMES else None
     return wf
 
 
@@ -96,7 +107,8 @@ def save_wf(conn: sqlite3.Connection, wf: Wf) -> None:
 
 
 def to_state(wf: Wf) -> WorkflowState:
-    return WorkflowState(**{**wf, "tokens_by_kind": dict(wf["tokens_by_kind"])})
+    state = {col: wf[col] for col in STATE_COLUMNS}
+    return WorkflowState(**{**state, "tokens_by_kind": dict(wf["tokens_by_kind"])})
 
 
 def get_state(conn: sqlite3.Connection, key: str, workflow_id: str | None) -> WorkflowState | None:
@@ -108,20 +120,19 @@ def get_state(conn: sqlite3.Connection, key: str, workflow_id: str | None) -> Wo
 
 def select_stalled(conn: sqlite3.Connection, idle_before: float, limit: int) -> list[WorkflowState]:
     rows = conn.execute(
-        f"{_SELECT_WF} WHERE status = 'running' AND last_seen_at < ? ORDER BY last_seen_at LIMIT ?",
+        f"{SELECT_WF} WHERE status = 'running' AND last_seen_at < ? ORDER BY last_seen_at LIMIT ?",
         (idle_before, limit),
     )
-    return [to_state(_wf_from_row(row)) for row in rows]
+    return [to_state(wf_from_row(row)) for row in rows]
 
 
 def new_wf(
     key: str, workflow_id: str, cap_micros: int | None, cap_tokens: int | None, now: float
 ) -> Wf:
-    wf: Wf = {col: 0 for col in WF_COLUMNS}
+    wf: Wf = {col: 0 if col in _COUNTS else None for col in WF_COLUMNS}
     wf.update(
         key=key, workflow_id=workflow_id, cap_micros=cap_micros, cap_tokens=cap_tokens,
-        tokens_by_kind={}, started_at=now, last_seen_at=now, step=None, status="running",
-        completed_at=None,
+        tokens_by_kind={}, started_at=now, last_seen_at=now, status="running",
     )  # fmt: skip
     return wf
 
@@ -154,10 +165,10 @@ def expire_holds(conn: sqlite3.Connection, holds: Sequence[sqlite3.Row]) -> int:
     return len(holds)
 
 
-def sweep_workflow(conn: sqlite3.Connection, key: str, workflow_id: str, now: float) -> None:
-    """Expire the workflow's holds whose lease ran out (before reading it)."""
+def sweep_workflow(conn: sqlite3.Connection, key: str, workflow_id: str, now: float) -> int:
+    """Expire the workflow's holds whose lease ran out (before reading it); how many."""
     sql = f"{_HELD} AND key = ?2 AND workflow_id = ?3"
-    expire_holds(conn, conn.execute(sql, (now, key, workflow_id)).fetchall())
+    return expire_holds(conn, conn.execute(sql, (now, key, workflow_id)).fetchall())
 
 
 def sweep_due(conn: sqlite3.Connection, now: float) -> int:
@@ -186,6 +197,7 @@ def _touch_wf(conn: sqlite3.Connection, req: ReserveRequest, workflow_id: str) -
         wf["last_seen_at"] = req.now
     if req.step is not None:
         wf["step"] = req.step
+    guards.set_limits(wf, req)
     return wf
 
 
@@ -208,15 +220,20 @@ def _key_period(conn: sqlite3.Connection, key: str, pstart: int, period_s: int) 
     return int64(row[0])
 
 
-def reserve(conn: sqlite3.Connection, req: ReserveRequest, rid: str) -> Reserved | BudgetExceeded:
-    """Sweep, create/update the workflow, check, hold. A refusal is returned (not
-    raised) so the workflow creation and the sweep are still committed."""
+def reserve(conn: sqlite3.Connection, req: ReserveRequest, rid: str) -> Reserved | AccountingError:
+    """Sweep, create/update the workflow, check (guardrails, then budgets), hold. A
+    refusal (BudgetExceeded, GuardrailRefused) is returned, not raised, so the
+    workflow creation and the sweep are still committed."""
     kb = req.key_budget
     pstart = period_start(req.now, kb.period_s) if kb is not None else None
     _sweep_for(conn, req.key, req.workflow_id, pstart, req.now)
     wf = _touch_wf(conn, req, req.workflow_id) if req.workflow_id is not None else None
-    refusal = None
+    refusal: AccountingError | None = None
+    identical = None
     if wf is not None:
+        reason, identical = guards.check(conn, wf, req)
+        refusal = refused(reason, to_state(wf), req, identical or 0) if reason else None
+    if refusal is None and wf is not None:
         committed = wf["spent_micros"] + wf["reserved_micros"]
         committed_tokens = wf["tokens_spent"] + wf["tokens_reserved"]
         refusal = check_workflow(
@@ -232,6 +249,8 @@ def reserve(conn: sqlite3.Connection, req: ReserveRequest, rid: str) -> Reserved
         rid, req.key, req.workflow_id, req.amount_micros, req.tokens, pstart,
         req.now + req.lease_s, req.cap_micros, req.cap_tokens,
     )  # fmt: skip
+    if wf is not None and req.new_call:
+        guards.count_call(conn, wf, req, identical)
     _hold(conn, res, wf)
     return Reserved(res, to_state(wf) if wf is not None else None)
 

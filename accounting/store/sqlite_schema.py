@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Holds are kept after their settle (``state = 'settled'``, a tombstone: a repeated
 # settle is then recognised as one) and after their expiry, until ``sweep`` deletes
@@ -40,9 +40,37 @@ CREATE TABLE IF NOT EXISTS workflows (
     step TEXT,
     status TEXT NOT NULL DEFAULT 'running',
     completed_at REAL,
+    deadline_at REAL,
+    max_calls INTEGER,
+    requests INTEGER NOT NULL DEFAULT 0,
+    name TEXT,
+    cancelled_at REAL,
+    stop_reason TEXT,
+    outcome TEXT,
+    error TEXT,
+    progress REAL,
+    heartbeat_at REAL,
+    fingerprints INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (key, workflow_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS workflows_by_status ON workflows (status, last_seen_at);
+CREATE INDEX IF NOT EXISTS workflows_by_key_status ON workflows (key, status, workflow_id);
+CREATE TABLE IF NOT EXISTS workflow_calls (
+    key TEXT NOT NULL,
+    workflow_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    last_at REAL NOT NULL,
+    last_call INTEGER NOT NULL,
+    PRIMARY KEY (key, workflow_id, fingerprint)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kind_costs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    cost_micros INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kind_costs_by_name ON kind_costs (name, id);
 CREATE TABLE IF NOT EXISTS holds (
     id TEXT PRIMARY KEY,
     key TEXT NOT NULL,
@@ -131,6 +159,42 @@ CREATE INDEX idempotency_by_expiry ON idempotency (expires_at);
 """
 
 
+# Version 2 -> 3: workflow guardrails and what a workflow says of itself (deadline,
+# call cap and count, name, cancellation, outcome, heartbeat; ``fingerprints`` counts
+# its ``workflow_calls`` rows, the loop guard's counts), a per-key status index for
+# the paged listing, and the costs of completed workflows by kind.
+_V2_TO_V3 = """
+ALTER TABLE workflows ADD COLUMN deadline_at REAL;
+ALTER TABLE workflows ADD COLUMN max_calls INTEGER;
+ALTER TABLE workflows ADD COLUMN requests INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workflows ADD COLUMN name TEXT;
+ALTER TABLE workflows ADD COLUMN cancelled_at REAL;
+ALTER TABLE workflows ADD COLUMN stop_reason TEXT;
+ALTER TABLE workflows ADD COLUMN outcome TEXT;
+ALTER TABLE workflows ADD COLUMN error TEXT;
+ALTER TABLE workflows ADD COLUMN progress REAL;
+ALTER TABLE workflows ADD COLUMN heartbeat_at REAL;
+ALTER TABLE workflows ADD COLUMN fingerprints INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS workflows_by_key_status ON workflows (key, status, workflow_id);
+CREATE TABLE IF NOT EXISTS workflow_calls (
+    key TEXT NOT NULL,
+    workflow_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    last_at REAL NOT NULL,
+    last_call INTEGER NOT NULL,
+    PRIMARY KEY (key, workflow_id, fingerprint)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kind_costs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    cost_micros INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kind_costs_by_name ON kind_costs (name, id);
+"""
+
+
 def _v1_scope_key(scope: str) -> str:
     """The tenant of a version-1 record: its scope was ``<key>:<endpoint>:<digest>``."""
     parts = scope.rsplit(":", 2)
@@ -138,9 +202,7 @@ def _v1_scope_key(scope: str) -> str:
 
 
 def _migrate_v1(conn: sqlite3.Connection) -> None:
-    for statement in _V1_TO_V2.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    _script(conn, _V1_TO_V2)
     rows = conn.execute("SELECT * FROM idempotency_v1").fetchall()
     conn.executemany(
         "INSERT INTO idempotency (key, scope, fingerprint, state, token, lease_until, record, "
@@ -151,14 +213,22 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE idempotency_v1")
 
 
-def _create(conn: sqlite3.Connection) -> None:
-    for statement in SCHEMA.split(";"):
+def _script(conn: sqlite3.Connection, sql: str) -> None:
+    for statement in sql.split(";"):
         if statement.strip():
             conn.execute(statement)
 
 
+def _migrate_v2(conn: sqlite3.Connection) -> None:
+    _script(conn, _V2_TO_V3)
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    _script(conn, SCHEMA)
+
+
 # MIGRATIONS[v] takes a file from version v to v + 1.
-MIGRATIONS = {1: _migrate_v1}
+MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2}
 
 
 def connect(path: str) -> sqlite3.Connection:

@@ -217,10 +217,14 @@ class AnthropicStream:
         state.finish_reason = self._tr.finish_reason
         state.done = self._tr.stopped and self._tr.finish_reason is not None
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, stop: bool = False) -> None:
         """Close the upstream; what it already sent us still counts (the meter sees it)."""
         for event in self._transport.leftover(self._response, self._decoder):
             self._absorb(event)
+        if stop and not self.state.done:
+            for event in await self._transport.stop(self._response, self._decoder, self.state):
+                self._absorb(event)
+            return
         # Content complete: wait a moment for the message's end to keep the connection.
         await self._transport.close(self._response, complete=self.state.done)
 

@@ -101,7 +101,12 @@ class UpstreamStream(Protocol):
         when it broke."""
         ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self, *, stop: bool = False) -> None:
+        """Done with the stream. ``stop``: we cut it while it still generated, so the
+        upstream is told to stop and what it had already sent is collected and counted
+        (``Transport.stop``); else a stream whose content is complete keeps its
+        connection and any other is closed."""
+        ...
 
 
 class Provider(Protocol):

@@ -33,6 +33,7 @@ class Conn(asyncio.Protocol):
         self.max_head = max_head
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.aborted = False  # closed by us (not by the peer)
         self.idle_since = 0.0
         self._waiter: asyncio.Future[None] | None = None
         self.reset()
@@ -142,6 +143,8 @@ class Conn(asyncio.Protocol):
             waiter.set_result(None)
 
     def close(self) -> None:
+        if not self.closed:
+            self.aborted = True
         self.closed = True
         if self.transport is not None:
             self.transport.abort()

@@ -18,6 +18,7 @@ whose peer closed (EOF seen) or that idled past ``keepalive_expiry_s`` is not re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections import deque
@@ -28,6 +29,7 @@ import httpx
 from gateway.providers.fastconn import Conn
 from gateway.providers.seam import (
     FINISH_BYTES,
+    STOP_BYTES,
     ClientSettings,
     UpstreamRequest,
     Upstreams,
@@ -103,6 +105,28 @@ class FastResponse:
             pass  # the end did not come in time: the connection is closed below
         finally:
             await self.aclose()
+
+    async def stop(self, limit_s: float) -> tuple[bytes, bool]:
+        conn = self._conn
+        transport = conn.transport
+        if self._done or conn.closed or transport is None or not transport.can_write_eof():
+            rest = self.take_buffered()  # TLS cannot half-close: what arrived is all
+            ended = conn.message_done
+            await self.aclose()
+            return rest, ended
+        transport.write_eof()
+        parts = [self.take_buffered()]
+        size = len(parts[0])
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit_s):
+                while not (conn.message_done or conn.closed) and size <= STOP_BYTES:
+                    await conn.wait(None)
+                    parts.append(self.take_buffered())
+                    size += len(parts[-1])
+        parts.append(self.take_buffered())
+        ended = conn.message_done or (conn.closed and not conn.aborted)
+        await self.aclose()
+        return b"".join(parts), ended
 
     def _release(self) -> None:
         if not self._done:

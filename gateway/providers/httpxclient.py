@@ -99,6 +99,10 @@ class HttpxResponse:
         finally:
             await self._response.aclose()
 
+    async def stop(self, limit_s: float) -> tuple[bytes, bool]:
+        await self._response.aclose()  # httpx cannot half-close a connection
+        return b"", False
+
     async def aclose(self) -> None:
         await self._response.aclose()
 

@@ -189,10 +189,14 @@ class OpenAIStream:
         if isinstance(reason, str):
             self.state.finish_reason = reason
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, stop: bool = False) -> None:
         """Close the upstream; what it already sent us still counts (the meter sees it)."""
         for event in self._transport.leftover(self._response, self._decoder):
             self._on_event(event.data)
+        if stop and not self.state.done:
+            for event in await self._transport.stop(self._response, self._decoder, self.state):
+                self._on_event(event.data)
+            return
         # Content complete: wait a moment for the message's end to keep the connection.
         await self._transport.close(self._response, complete=self.state.done)
 

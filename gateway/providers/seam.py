@@ -44,6 +44,8 @@ import httpx
 
 # What ``finish`` reads at most, past the content, to keep the connection.
 FINISH_BYTES = 8 * 1024
+# What ``stop`` collects at most from an upstream that was told to stop.
+STOP_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,14 @@ class UpstreamResponse(Protocol):
         """The caller has all the content it wants: wait at most ``limit_s`` (and
         ``FINISH_BYTES``) for the message's end, then release the connection (or
         close it if the end did not come)."""
+        ...
+
+    async def stop(self, limit_s: float) -> tuple[bytes, bool]:
+        """We want no more of a body still coming: tell the upstream (on plain HTTP by
+        closing our sending side, which a server takes as the client going away), then
+        collect what it had already sent until it closes, at most ``limit_s`` and
+        ``STOP_BYTES``. Returns those bytes and whether the upstream ended the body
+        itself (so nothing it sent is missing); the connection is closed either way."""
         ...
 
     async def aclose(self) -> None:

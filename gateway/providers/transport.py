@@ -33,6 +33,8 @@ from policies.errors import UpstreamError
 # How long a stream whose content is complete waits for the rest of its message
 # (the chunked terminator after ``[DONE]``) to keep its connection.
 FINISH_S = 0.1
+# How long a stream we cut waits for the upstream to acknowledge the stop.
+STOP_S = 0.5
 
 
 def open_client(
@@ -124,6 +126,20 @@ class Transport:
             await response.finish(FINISH_S)
         else:
             await response.aclose()
+
+    async def stop(
+        self, response: UpstreamResponse, decoder: sse.Decoder, state: StreamState
+    ) -> list[sse.Event]:
+        """Cut a stream that still generates: the events the upstream had sent before
+        it stopped. When it ends the body itself once told (``STOP_S`` at most), nothing
+        it generated is missing: ``state.ended_by_upstream``. Otherwise (TLS cannot
+        half-close; an upstream that goes on) the settlement adds the cut allowance."""
+        data, ended = await response.stop(STOP_S)
+        state.ended_by_upstream = state.ended_by_upstream or ended
+        try:
+            return decoder.feed(data)
+        except sse.EventTooLarge:
+            return []  # cut for its size: nothing of it counts
 
     async def read_error(self, response: UpstreamResponse) -> bytes:
         try:

@@ -84,7 +84,18 @@ REPLAYS = Counter(
     ["model"],
 )
 WORKFLOW_COST = Histogram(
-    "spendgate_workflow_cost_usd", "Cost of completed workflows", buckets=COST_BUCKETS
+    "spendgate_workflow_cost_usd",
+    "Cost of completed workflows, by kind (X-Workflow-Name in workflows.names, else other)",
+    ["workflow"],
+    buckets=COST_BUCKETS,
+)
+GUARDRAIL_REJECTIONS = Counter(
+    "spendgate_guardrail_rejections_total",
+    "Requests refused (or workflows stopped) by a workflow guardrail",
+    ["reason"],
+)
+WORKFLOWS_CANCELLED = Counter(
+    "spendgate_workflow_cancels_total", "Workflows cancelled (the kill switch), by who", ["by"]
 )
 WORKFLOWS_STALLED = _gauge(
     "spendgate_workflows_stalled", "Running workflows without a recent request", mode="max"
@@ -143,6 +154,8 @@ ALL = (
     BUDGET_REJECTIONS,
     REPLAYS,
     WORKFLOW_COST,
+    GUARDRAIL_REJECTIONS,
+    WORKFLOWS_CANCELLED,
     WORKFLOWS_STALLED,
     INFLIGHT,
     OLDEST_INFLIGHT,

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from accounting.store import redis as redis_store
+from accounting.store import redis_workflows
 from accounting.store.redis import RedisStore
 from tests.contract.conftest import REDIS_DB
 from tests.contract.helpers import NOW, budget, charge, rq
@@ -96,7 +97,7 @@ async def test_the_other_scripts_refuse_bad_arguments_before_writing(
     got = await store.reserve(rq(5, cap_micros=10**9))
     before = _snapshot(raw, store.prefix)
     monkeypatch.setattr(redis_store, "validate_settle", lambda *args: None)
-    monkeypatch.setattr(redis_store, "validate_caps", lambda *args: None)
+    monkeypatch.setattr(redis_workflows, "validate_caps", lambda *args: None)
     with pytest.raises(ValueError, match="nothing was written"):
         await store.settle(got.reservation, charge(2**64), NOW + 1)
     with pytest.raises(ValueError, match="nothing was written"):

@@ -56,7 +56,7 @@ async def test_wal_schema_version_and_ledger(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
         rows = conn.execute("SELECT request_id, model, cost_micros, rule FROM spend_log")
         # one ledger row: the second settle is a no-op
         assert rows.fetchall() == [("req-1", "m1", 7, "worst_case")]
@@ -139,7 +139,7 @@ async def test_a_version_1_file_is_migrated_on_open(tmp_path: Path) -> None:
         await store.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
         rules = conn.execute("SELECT reservation_id, rule FROM spend_log ORDER BY id").fetchall()
         assert rules == [("h0", "reported"), ("h1", "received")]
         assert conn.execute("SELECT name FROM meta").fetchall() == [("ping",)]
@@ -150,7 +150,7 @@ async def test_a_version_1_file_is_migrated_on_open(tmp_path: Path) -> None:
 async def test_a_newer_file_is_refused(tmp_path: Path) -> None:
     path = str(tmp_path / "future.db")
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version = 3")
+    conn.execute("PRAGMA user_version = 4")
     conn.close()
     with pytest.raises(RuntimeError, match="newer than this build"):
         await SqliteStore(path).open()

@@ -25,7 +25,6 @@ from tests.support.process import spendgate
 from tests.support.redis_server import RedisServer
 
 MESSAGES = [{"role": "user", "content": "hi"}]
-ALLOWANCE_USD = 16 * TOKEN_USD
 AUTH = {"authorization": f"Bearer {KEY_RESEARCH}"}
 
 
@@ -110,7 +109,7 @@ def test_sigterm_ends_a_stream_with_an_error_event_and_settles_it(
         state = status(gw.url, "wf-term")
     truth = truth_usd(mock)
     assert state["reserved_usd"] == "0.000000" and state["partial_streams"] == 1
-    assert truth <= spent(state) <= truth + ALLOWANCE_USD
+    assert spent(state) == truth  # the mock acknowledged the stop: all it sent counted
 
 
 def test_sigterm_settles_a_plain_answer_still_running_at_the_end_of_the_grace(

@@ -60,7 +60,15 @@ class Hold:
     """Keep the connection open until the client closes it."""
 
 
-Step = Read | Send | Flush | Wait | Endless | Close | Hold
+@dataclass(frozen=True)
+class AtEof:
+    """Wait for the client to close its sending side, then send ``data`` and close:
+    a server that stops generating when its client goes away."""
+
+    data: bytes
+
+
+Step = Read | Send | Flush | Wait | Endless | Close | Hold | AtEof
 
 
 @dataclass
@@ -153,7 +161,11 @@ class RawServer:
         elif isinstance(step, Hold):
             while await reader.read(65536):
                 pass
-        return not isinstance(step, Close | Hold | Endless)
+        elif isinstance(step, AtEof):
+            while await reader.read(65536):
+                pass
+            await self._write(index, writer, step.data)
+        return not isinstance(step, Close | Hold | Endless | AtEof)
 
     async def _write(self, index: int, writer: asyncio.StreamWriter, data: bytes) -> None:
         writer.write(data)

@@ -3,6 +3,8 @@ both implementations: the lean pool (``fast``) and httpx."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -10,12 +12,14 @@ from tests.transport.conftest import MakeClient, post
 from tests.transport.rawserver import (
     CHUNKED_HEAD,
     LAST_CHUNK,
+    AtEof,
     Close,
     Flush,
     Hold,
     RawServer,
     Read,
     Send,
+    Wait,
     chunk,
     response,
 )
@@ -170,6 +174,38 @@ async def test_finish_closes_a_connection_whose_end_does_not_come(
     await answer.finish(0.02)  # real waiting, kept short: nothing more will come
     assert (await post(client, server.url)).content == b"{}"
     assert server.connections == 2
+
+
+async def test_stop_collects_what_an_upstream_sent_until_it_stopped(
+    server: RawServer, make_client: MakeClient, kind: str
+) -> None:
+    server.script(
+        [Read(), Send(CHUNKED_HEAD + chunk(b"data: 1\n\n")), AtEof(chunk(b"data: 2\n\n"))]
+    )
+    client = make_client(server.url)
+    answer = await post(client, server.url, stream=True)
+    async for part in answer.aiter_raw():
+        assert part == b"data: 1\n\n"
+        break
+    rest, ended = await answer.stop(2.0)
+    if kind == "fast":  # told by a half-close: what it sent before stopping, all of it
+        assert (rest, ended) == (b"data: 2\n\n", True)
+    else:  # httpx cannot half-close: the connection is closed, nothing known
+        assert (rest, ended) == (b"", False)
+    assert server.connections == 1
+
+
+async def test_stop_gives_up_on_an_upstream_that_goes_on(
+    server: RawServer, make_client: MakeClient
+) -> None:
+    never = asyncio.Event()
+    server.script([Read(), Send(CHUNKED_HEAD + chunk(b"data: 1\n\n")), Flush(), Wait(never)])
+    client = make_client(server.url)
+    answer = await post(client, server.url, stream=True)
+    async for part in answer.aiter_raw():
+        assert part == b"data: 1\n\n"
+        break
+    assert await answer.stop(0.05) == (b"", False)  # real waiting, kept short
 
 
 async def test_connection_close_is_honoured(server: RawServer, make_client: MakeClient) -> None:

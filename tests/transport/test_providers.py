@@ -139,7 +139,7 @@ def two_providers(url: str, transport: str) -> dict[str, Any]:
             "base_url": url,
             "api_key_env": "K",
             "max_connections": limit,
-            "connect_timeout_s": 0.05,  # also the pool timeout
+            "connect_timeout_s": 0.5,  # also the pool timeout; room for a loaded machine
         } | ({} if transport == "fast" else {"transport": transport})  # fast: the default
 
     return {
