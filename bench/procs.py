@@ -138,6 +138,15 @@ def cpu_ms(pid: int) -> float:
     return ticks * 1000.0 / CLK_TCK
 
 
+def core_busy_ms(core: int) -> float:
+    """Busy time of one CPU (all processes, idle and iowait excluded), in milliseconds."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            ticks = [int(v) for v in line.split()[1:9]]
+            return (sum(ticks) - ticks[3] - ticks[4]) * 1000.0 / CLK_TCK
+    raise RuntimeError(f"no cpu{core} in /proc/stat")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

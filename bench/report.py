@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 CONNS = (1, 4, 16)
+TARGET_NAMES = ("mock", "floor", "gateway")  # the order each scenario runs them in
 MODES = ("json", "sse")
 MODE_NAMES = {"json": "non-streaming", "sse": "streaming"}
 
@@ -17,6 +18,8 @@ TARGETS = {
     "cpu_ms_per_req": 0.4,  # at most
     "rss_mb": 100.0,  # at most
     "rss_growth_mb": 5.0,  # less than
+    "floor_cpu_ratio": 3.0,  # gateway CPU per request / the floor's, at most (issue 16)
+    "floor_rps_ratio": 1 / 3,  # gateway req/s / the floor's, at least
 }
 
 
@@ -62,23 +65,46 @@ def find(scenarios: list[dict[str, Any]], mode: str, target: str, conns: int) ->
     raise KeyError((mode, target, conns))
 
 
-def derive(scenarios: list[dict[str, Any]], rss: dict[str, Any]) -> dict[str, Any]:
-    added: dict[str, dict[str, dict[str, float]]] = {}
-    for mode in MODES:
-        added[mode] = {}
-        for c in CONNS:
-            gw, mock = find(scenarios, mode, "gateway", c), find(scenarios, mode, "mock", c)
-            added[mode][str(c)] = {
-                "p50_ms": round(gw["p50_ms"] - mock["p50_ms"], 3),
-                "p99_ms": round(gw["p99_ms"] - mock["p99_ms"], 3),
-            }
+def derive(
+    scenarios: list[dict[str, Any]], rss: dict[str, Any], floor_rss: dict[str, Any]
+) -> dict[str, Any]:
+    """Added latency (target p50/p99 - mock's) per mode and concurrency, for the gateway and
+    the floor; saturation (16 clients) req/s and CPU per request; gateway/floor ratios."""
+    added: dict[str, dict[str, dict[str, dict[str, float]]]] = {"gateway": {}, "floor": {}}
+    for target, per_mode in added.items():
+        for mode in MODES:
+            per_mode[mode] = {}
+            for c in CONNS:
+                t, mock = find(scenarios, mode, target, c), find(scenarios, mode, "mock", c)
+                per_mode[mode][str(c)] = {
+                    "p50_ms": round(t["p50_ms"] - mock["p50_ms"], 3),
+                    "p99_ms": round(t["p99_ms"] - mock["p99_ms"], 3),
+                }
     sat = {mode: find(scenarios, mode, "gateway", 16) for mode in MODES}
+    floor = {mode: find(scenarios, mode, "floor", 16) for mode in MODES}
     return {
-        "added_latency": added,
+        "added_latency": added["gateway"],
         "saturation_rps": {mode: sat[mode]["rps"] for mode in MODES},
         "cpu_ms_per_request": {mode: sat[mode]["cpu_ms_per_req"] for mode in MODES},
         "rss_mb": rss,
+        "floor": {
+            "added_latency": added["floor"],
+            "saturation_rps": {mode: floor[mode]["rps"] for mode in MODES},
+            "cpu_ms_per_request": {mode: floor[mode]["cpu_ms_per_req"] for mode in MODES},
+            "rss_mb": floor_rss,
+        },
+        "vs_floor": {
+            mode: {
+                "rps_ratio": _ratio(sat[mode]["rps"], floor[mode]["rps"]),
+                "cpu_ratio": _ratio(sat[mode]["cpu_ms_per_req"], floor[mode]["cpu_ms_per_req"]),
+            }
+            for mode in MODES
+        },
     }
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else float("inf")
 
 
 def targets(derived: dict[str, Any]) -> list[dict[str, Any]]:
@@ -120,6 +146,22 @@ def targets(derived: dict[str, Any]) -> list[dict[str, Any]]:
             "<=",
             "ms",
         )
+    for mode in MODES:
+        vs = derived["vs_floor"][mode]
+        row(
+            f"gateway/floor CPU per request @16 ({MODE_NAMES[mode]})",
+            vs["cpu_ratio"],
+            TARGETS["floor_cpu_ratio"],
+            "<=",
+            "x",
+        )
+        row(
+            f"gateway/floor req/s @16 ({MODE_NAMES[mode]})",
+            vs["rps_ratio"],
+            round(TARGETS["floor_rps_ratio"], 3),
+            ">=",
+            "x",
+        )
     rss = derived["rss_mb"]
     row("gateway RSS, max seen", rss["max"], TARGETS["rss_mb"], "<=", "MB")
     row(
@@ -156,6 +198,7 @@ def table(result: dict[str, Any]) -> str:
                 f"{g['p99_ms']:>9.3f}{g['error_count']:>5}{g['cpu_ms_per_req']:>11.3f} | "
                 f"{a['p50_ms']:>9.3f}{a['p99_ms']:>10.3f}"
             )
+    out += floor_table(result)
     rss, soak, log = d["rss_mb"], result["soak"], result["gateway_log"]
     out += [
         "",
@@ -169,14 +212,16 @@ def table(result: dict[str, Any]) -> str:
         f"access lines ({log['bytes_per_access_line']:.0f} B each); non-200/error/partial "
         f"lines: {log['bad_access_lines']}; streams cut by the load generator stopping: "
         f"{log['client_disconnects']} (allowed <= {log['disconnect_allowance']})",
-        f"SQLite store (db + wal) at the end: {result['store_bytes'] / 1e6:.1f} MB",
+        f"SQLite store (db + wal) at the end: {result['store_bytes'] / 1e6:.1f} MB"
+        if result.get("store", "sqlite") == "sqlite"
+        else "store: Redis (a redis-server of the benchmark's own on core 1)",
         "",
         f"{'target':<52}{'value':>12}  {'goal':<16}result",
         "-" * 88,
     ]
     for t in result["targets"]:
         goal = f"{t['op']} {t['goal']:g} {t['unit']}"
-        value = f"{t['value']:.3f}" if t["unit"] == "ms" else f"{t['value']:.1f}"
+        value = f"{t['value']:.3f}" if t["unit"] in ("ms", "x") else f"{t['value']:.1f}"
         out.append(f"{t['target']:<52}{value:>12}  {goal:<16}{'PASS' if t['pass'] else 'MISS'}")
     if result["total_errors"]:
         out += [
@@ -187,3 +232,60 @@ def table(result: dict[str, Any]) -> str:
             "!" * 84,
         ]
     return "\n".join(out)
+
+
+def floor_table(result: dict[str, Any]) -> list[str]:
+    """The floor (bench/floor.py) per scenario, then gateway vs floor at saturation."""
+    sc, d = result["scenarios"], result["derived"]
+    fl = d["floor"]
+    out = [
+        "",
+        "floor: a feature-less proxy on the same stack (bench/floor.py), on core 0 as well",
+        "",
+        f"{'mode':<14}{'conns':>5} | {'floor req/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'err':>5}"
+        f"{'cpu ms/req':>11} | {'added p50':>9}{'added p99':>10}",
+        "-" * 86,
+    ]
+    for mode in MODES:
+        for c in CONNS:
+            f, a = find(sc, mode, "floor", c), fl["added_latency"][mode][str(c)]
+            out.append(
+                f"{MODE_NAMES[mode]:<14}{c:>5} | {f['rps']:>11.0f}{f['p50_ms']:>9.3f}"
+                f"{f['p99_ms']:>9.3f}{f['error_count']:>5}{f['cpu_ms_per_req']:>11.3f} | "
+                f"{a['p50_ms']:>9.3f}{a['p99_ms']:>10.3f}"
+            )
+    out += [
+        "",
+        "spendgate vs floor (req/s and CPU at 16 clients, added p50 at 4 clients; goals: "
+        f"CPU <= {TARGETS['floor_cpu_ratio']:g}x floor, req/s >= 1/3 of floor)",
+        "",
+        f"{'mode':<14}| {'floor req/s':>11}{'cpu ms':>8}{'add p50':>8} | "
+        f"{'gw req/s':>9}{'cpu ms':>8}{'add p50':>8} | {'req/s ratio':>11}{'cpu ratio':>10}",
+        "-" * 86,
+    ]
+    for mode in MODES:
+        vs = d["vs_floor"][mode]
+        out.append(
+            f"{MODE_NAMES[mode]:<14}| {fl['saturation_rps'][mode]:>11.0f}"
+            f"{fl['cpu_ms_per_request'][mode]:>8.3f}"
+            f"{fl['added_latency'][mode]['4']['p50_ms']:>8.3f} | "
+            f"{d['saturation_rps'][mode]:>9.0f}{d['cpu_ms_per_request'][mode]:>8.3f}"
+            f"{d['added_latency'][mode]['4']['p50_ms']:>8.3f} | "
+            f"{vs['rps_ratio']:>11.3f}{vs['cpu_ratio']:>10.2f}"
+        )
+    busy = {
+        t: [s["core0_other_util"] for s in sc if s["target"] == t and "core0_other_util" in s]
+        for t in ("floor", "gateway")
+    }
+    if busy["floor"] and busy["gateway"]:
+        out.append(
+            "core 0 busy with other processes during the scenarios (noise; 0% on a quiet "
+            f"machine): floor runs {sum(busy['floor']) / len(busy['floor']):.0%}, gateway "
+            f"runs {sum(busy['gateway']) / len(busy['gateway']):.0%} on average"
+        )
+    frss = fl["rss_mb"]
+    out.append(
+        f"RSS MB: floor {frss['max']:.1f} (after warmup {frss['after_warmup']:.1f}), "
+        f"spendgate {d['rss_mb']['max']:.1f} (after warmup {d['rss_mb']['after_warmup']:.1f})"
+    )
+    return out

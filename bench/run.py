@@ -1,5 +1,6 @@
 """spendgate benchmark: the mock provider (core 1) vs the full-featured gateway in front of
-it (core 0), driven by wrk (core 1). See bench/README.md.
+it (core 0) and vs the floor (bench/floor.py, a feature-less proxy on the same stack, also
+on core 0), driven by wrk (core 1). See bench/README.md.
 
     python bench/run.py [--quick] [--requests N] [--out bench/results/latest.json]
 """
@@ -7,11 +8,13 @@ it (core 0), driven by wrk (core 1). See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,12 +24,24 @@ from pathlib import Path
 from typing import Any
 
 import report
+from fixture import GATEWAY_KEY, child_env, smoke, write_config
 from loadgen import LoadGen
-from procs import Procs, comm, cpu_ms, exits_cleanly, free_port, http, python, rss_mb, wait_http
+from procs import (
+    Procs,
+    comm,
+    core_busy_ms,
+    cpu_ms,
+    exits_cleanly,
+    free_port,
+    http,
+    python,
+    rss_mb,
+    wait_http,
+)
 
 REPO = Path(__file__).resolve().parent.parent
+FLOOR = Path(__file__).resolve().parent / "floor.py"
 GATEWAY_CORE, LOAD_CORE = 0, 1
-GATEWAY_KEY = "sg-bench-key-0123456789"
 PROFILES = {  # scenario_s, warmup_s (per target and mode), soak slice, soak time cap, soak requests
     "full": {
         "scenario_s": 10,
@@ -37,86 +52,10 @@ PROFILES = {  # scenario_s, warmup_s (per target and mode), soak slice, soak tim
     },
     "quick": {"scenario_s": 3, "warmup_s": 2, "slice_s": 3, "soak_cap_s": 90, "requests": 10_000},
 }
-SMOKE_BODY = {
-    "model": "gpt-4o",
-    "max_tokens": 64,
-    "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
-}
 
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def write_config(tmp: Path, mock_port: int) -> Path:
-    base = f"http://127.0.0.1:{mock_port}"
-    config = {  # JSON is YAML
-        "store": f"sqlite:///{tmp / 'state.db'}",
-        "auth": {
-            "admin_key_env": "SG_BENCH_ADMIN",
-            "keys": [
-                {
-                    "name": "bench",
-                    "key_env": "SG_BENCH_KEY",
-                    "budget_usd": 1_000_000,
-                    "budget_period": "30d",
-                }
-            ],
-        },
-        "providers": {
-            "mock-openai": {
-                "kind": "openai",
-                "base_url": f"{base}/v1",
-                "api_key_env": "SG_BENCH_PROVIDER_KEY",
-            },
-            "mock-anthropic": {
-                "kind": "anthropic",
-                "base_url": base,
-                "api_key_env": "SG_BENCH_PROVIDER_KEY",
-            },
-        },
-        "models": {
-            "gpt-4o": {
-                "provider": "mock-openai",
-                "upstream_model": "gpt-4o",
-                "fallbacks": ["claude-sonnet"],
-            },
-            "claude-sonnet": {"provider": "mock-anthropic", "upstream_model": "claude-sonnet-4-5"},
-        },
-    }
-    path = tmp / "config.yaml"
-    path.write_text(json.dumps(config, indent=2), encoding="utf-8")
-    return path
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("TIKTOKEN_CACHE_DIR", "/work/shared/tiktoken")
-    env.update(
-        SG_BENCH_KEY=GATEWAY_KEY,
-        SG_BENCH_ADMIN="sg-bench-admin-key",
-        SG_BENCH_PROVIDER_KEY="sk-mock-provider",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def smoke(url: str, key: str) -> None:
-    """One JSON and one SSE request with the benchmark's headers: fail early and clearly."""
-    headers = {
-        "content-type": "application/json",
-        "authorization": f"Bearer {key}",
-        "x-workflow-id": "bench-smoke",
-        "x-workflow-budget-usd": "1000000",
-        "x-workflow-step": "smoke",
-    }
-    for stream in (False, True):
-        body = json.dumps({**SMOKE_BODY, "stream": stream}).encode()
-        status, text = http("POST", f"{url}/v1/chat/completions", body, headers, timeout=30)
-        if status != 200 or (stream and b"data: [DONE]" not in text):
-            raise RuntimeError(
-                f"smoke request to {url} (stream={stream}) got {status}: {text[:500]!r}"
-            )
 
 
 class Bench:
@@ -126,61 +65,102 @@ class Bench:
         self.gateway_requests = 0
         self.errors_seen = 0
         self.cut_allowance = 0  # streams the load generator may cut when it stops: conns per run
+        self.redis: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = child_env()
-        mock_port, gw_port = free_port(), free_port()
+        mock_port, gw_port, floor_port = free_port(), free_port(), free_port()
         self.mock_url, self.gw_url = f"http://127.0.0.1:{mock_port}", f"http://127.0.0.1:{gw_port}"
-        config = write_config(self.tmp, mock_port)
+        self.floor_url = f"http://127.0.0.1:{floor_port}"
         self.mock_log, self.gw_log = self.tmp / "mock.log", self.tmp / "gateway.log"
-        with self.mock_log.open("wb") as mlog:
-            self.mock = self.procs.start(
-                "mock",
-                [python(), "-m", "gateway", "mock-provider", "--port", str(mock_port)],
-                core=LOAD_CORE,
-                env=env,
-                cwd=REPO,
-                stdout=mlog,
-                stderr=subprocess.STDOUT,
-            )
-        with self.gw_log.open("wb") as glog, (self.tmp / "gateway.out").open("wb") as gout:
-            self.gw = self.procs.start(
-                "gateway",
-                [
-                    python(),
-                    "-m",
-                    "gateway",
-                    "serve",
-                    "--config",
-                    str(config),
-                    "--port",
-                    str(gw_port),
-                    "--workers",
-                    "1",
-                ],
-                core=GATEWAY_CORE,
-                env=env,
-                cwd=REPO,
-                stdout=gout,
-                stderr=glog,
-            )
+        self.floor_log = self.tmp / "floor.log"
+        mock_argv = ["-m", "gateway", "mock-provider", "--port", str(mock_port)]
+        self.mock = self.spawn("mock", LOAD_CORE, self.mock_log, mock_argv)
+        store = self.start_store()
+        config = str(write_config(self.tmp, mock_port, store))
+        gw_argv = ["-m", "gateway", "serve", "--config", config, "--port", str(gw_port)]
+        self.gw = self.spawn(
+            "gateway",
+            GATEWAY_CORE,
+            self.gw_log,
+            [*gw_argv, "--workers", "1"],
+            stdout=self.tmp / "gateway.out",
+        )
+        floor_argv = [str(FLOOR), "--port", str(floor_port), "--upstream", self.mock_url]
+        self.floor = self.spawn("floor", GATEWAY_CORE, self.floor_log, floor_argv)
         waited = wait_http(f"{self.mock_url}/_mock/health", self.mock, log=self.mock_log)
         log(f"mock provider pid {self.mock.pid} up on {self.mock_url} after {waited:.2f}s")
+        waited = wait_http(f"{self.floor_url}/", self.floor, log=self.floor_log)
+        log(f"floor proxy pid {self.floor.pid} up on {self.floor_url} after {waited:.2f}s")
         waited = wait_http(f"{self.gw_url}/readyz", self.gw, log=self.gw_log)
         log(
             f"gateway pid {self.gw.pid} ({comm(self.gw.pid)}) up on {self.gw_url} "
-            f"after {waited:.2f}s; temp dir {self.tmp}"
+            f"after {waited:.2f}s; store {store}; temp dir {self.tmp}"
         )
-        smoke(self.mock_url, GATEWAY_KEY)
-        smoke(self.gw_url, GATEWAY_KEY)
+        self.urls = {"mock": self.mock_url, "floor": self.floor_url, "gateway": self.gw_url}
+        self.pids = {"mock": self.mock.pid, "floor": self.floor.pid, "gateway": self.gw.pid}
+        for url in self.urls.values():
+            smoke(url, GATEWAY_KEY)
         self.gateway_requests += 2
 
+    def spawn(
+        self, name: str, core: int, log_path: Path, argv: list[str], stdout: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """``python *argv`` pinned to ``core``, stderr to ``log_path`` (stdout too, or to
+        ``stdout``), in the repo with the benchmark's environment."""
+        with contextlib.ExitStack() as files:
+            err = files.enter_context(log_path.open("wb"))
+            out = files.enter_context(stdout.open("wb")) if stdout else err
+            return self.procs.start(
+                name,
+                [python(), *argv],
+                core=core,
+                env=child_env(),
+                cwd=REPO,
+                stdout=out,
+                stderr=err,
+            )
+
+    def start_store(self) -> str:
+        """The store URL: a fresh SQLite file in the temp dir, or a fresh redis-server of our
+        own (free port, no persistence) pinned to the load core."""
+        if self.args.store == "sqlite":
+            return f"sqlite:///{self.tmp / 'state.db'}{self.args.store_options}"
+        port = free_port()
+        self.redis = self.procs.start(
+            "redis",
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp),
+            ],
+            core=LOAD_CORE,
+        )
+        for _ in range(200):
+            if self.redis.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.redis.returncode}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            time.sleep(0.05)
+        log(f"redis-server pid {self.redis.pid} on port {port} (core {LOAD_CORE})")
+        return f"redis://127.0.0.1:{port}/0"
+
     def load(self, target: str, conns: int, seconds: int, mode: str) -> dict[str, Any]:
-        url = self.gw_url if target == "gateway" else self.mock_url
-        pid = self.gw.pid if target == "gateway" else self.mock.pid
-        cpu0 = cpu_ms(pid)
+        url, pid = self.urls[target], self.pids[target]
+        redis = self.redis.pid if self.redis is not None and target == "gateway" else None
+        cpu0, store0 = cpu_ms(pid), cpu_ms(redis) if redis else 0.0
+        core0 = core_busy_ms(GATEWAY_CORE)
         res = self.loadgen.run(f"{url}/v1/chat/completions", conns, seconds, mode)
         cpu = cpu_ms(pid) - cpu0
+        core = core_busy_ms(GATEWAY_CORE) - core0 - (cpu if target != "mock" else 0.0)
+        wall_ms = res.duration_s * 1000 or 1.0
         if target == "gateway":
             self.gateway_requests += res.requests
             self.cut_allowance += conns
@@ -193,12 +173,17 @@ class Bench:
             "cpu_ms": round(cpu, 1),
             "cpu_ms_per_req": round(cpu / res.requests, 4) if res.requests else 0.0,
             "cpu_util": round(cpu / (res.duration_s * 1000), 3) if res.duration_s else 0.0,
+            # core 0 busy with other processes (not the gateway or floor measured): noise
+            "core0_other_util": round(max(0.0, core) / wall_ms, 3),
         }
+        if redis and res.requests:  # the store's own CPU, outside the gateway process
+            row["redis_cpu_ms_per_req"] = round((cpu_ms(redis) - store0) / res.requests, 4)
         flag = "" if not res.error_count else f"  !!! {res.error_count} ERRORS {res.errors}"
         log(
             f"{target:>7} {row['mode']:>4} c={conns:<2} {res.rps:8.0f} req/s  p50 "
             f"{res.p50_ms:7.3f} ms  p99 {res.p99_ms:7.3f} ms  cpu {row['cpu_ms_per_req']:.3f} "
-            f"ms/req ({row['cpu_util']:.0%} of a core){flag}"
+            f"ms/req ({row['cpu_util']:.0%} of a core; others on core 0 "
+            f"{row['core0_other_util']:.0%}){flag}"
         )
         return row
 
@@ -218,25 +203,28 @@ class Bench:
             )
         self.start()
         log("warmup")
-        for target in ("mock", "gateway"):
+        for target in report.TARGET_NAMES:
             for mode in ("0", "1"):
                 self.load(target, 16, p["warmup_s"], mode)
         http("POST", f"{self.mock_url}/_mock/reset", b"")
         rss = {"after_warmup": rss_mb(self.gw.pid)}
+        floor_rss = {"after_warmup": rss_mb(self.floor.pid)}
         scenarios = [
             self.load(target, conns, p["scenario_s"], mode)
             for mode in ("0", "1")
             for conns in report.CONNS
-            for target in ("mock", "gateway")
+            for target in report.TARGET_NAMES
         ]
         rss["after_scenarios"] = rss_mb(self.gw.pid)
+        floor_rss["after_scenarios"] = rss_mb(self.floor.pid)
+        floor_rss["max"] = max(floor_rss.values())
         soak = self.soak()
         rss["after_soak"] = rss_mb(self.gw.pid)
         samples = [s["rss_mb"] for s in soak["samples"]]
         rss["max"] = max([*rss.values(), *samples])
         rss["growth"] = round(rss["after_soak"] - rss["after_warmup"], 2)
         rss["soak_growth"] = round(rss["after_soak"] - rss["after_scenarios"], 2)
-        derived = report.derive(scenarios, rss)
+        derived = report.derive(scenarios, rss, floor_rss)
         access = report.scan_access_log(self.gw_log, self.cut_allowance)
         self.errors_seen += access["bad_access_lines"] + access["excess_disconnects"]
         return {
@@ -245,6 +233,7 @@ class Bench:
             "soak": soak,
             "gateway_requests_total": self.gateway_requests,
             "gateway_log": access,
+            "store": self.args.store,
             "store_bytes": sum(f.stat().st_size for f in self.tmp.glob("state.db*")),
             "derived": derived,
             "targets": report.targets(derived),
@@ -319,6 +308,9 @@ class Bench:
             "load_core": LOAD_CORE,
             "gateway_pid": self.gw.pid,
             "mock_pid": self.mock.pid,
+            "floor_pid": self.floor.pid,
+            "loadavg_at_end": os.getloadavg(),
+            "store": self.args.store,
         }
 
 
@@ -335,6 +327,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, help="seconds per scenario (default 10, quick 3)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "latest.json"))
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "redis"),
+        default="sqlite",
+        help="the gateway's store: a fresh SQLite file, or a redis-server the bench starts",
+    )
+    parser.add_argument(
+        "--store-options",
+        default="",
+        help="appended to the SQLite store URL, e.g. '?writer=thread' (A/B of the writer)",
+    )
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, db)")
     args = parser.parse_args(argv)
     if (os.cpu_count() or 1) < 2:

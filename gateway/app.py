@@ -16,13 +16,13 @@ from starlette.types import Receive, Scope, Send
 from accounting.budgets import Budgets
 from accounting.store import open_store
 from accounting.store.base import Store
-from gateway import admin, admin_workflows, lifecycle, routes, server, workflows
+from gateway import admin, admin_workflows, lifecycle, routes, routes_apis, server, workflows
 from gateway.auth import Authenticator
 from gateway.config import FileConfig, Secrets, load, log_level_from_env, upstream_routes
 from gateway.providers.fasthttp import UpstreamPool
 from gateway.providers.seam import ClientSettings
 from gateway.providers.transport import open_client
-from gateway.runtime import Runtime, build_models, build_providers, build_routes
+from gateway.runtime import Runtime, build_gates, build_models, build_providers, build_routes
 from gateway.store_guard import ObservedStore
 from gateway.telemetry import logging as log
 from gateway.telemetry import metrics
@@ -41,18 +41,21 @@ def create_app(
     """The gateway for ``config``; ``clock`` drives breakers, ``wall`` leases and expiry."""
     server.configure(config.server)
     pool = _upstream_pool(config)
-    providers = build_providers(config, secrets, pool)
+    gates = build_gates(config)
+    providers = build_providers(config, secrets, pool, gates)
     the_store = ObservedStore(store or open_store(config.store))
     auth = Authenticator(secrets.gateway_keys, secrets.admin_key, secrets.metrics_key)
     rt = Runtime(
         config=config,
         models=build_models(config, providers),
-        routes=build_routes(config, clock),
+        routes=build_routes(config, clock, gates),
         auth=auth,
         budgets=Budgets(the_store, wall, lifecycle.settle_hooks()),
         store=the_store,
         labels=metrics.Labels(config.models, [k.name for k in config.auth.keys]),
         pool=pool,
+        limiter=the_store.limiter(),
+        gates=gates,
         wall=wall,
         tracing=Tracing(tracer_provider or provider_from_env()),
     )
@@ -62,7 +65,8 @@ def create_app(
         async with lifecycle.running(rt):
             yield
 
-    app = Starlette(routes=_routes(), lifespan=lifespan)
+    handlers = {404: routes_apis.not_found, 405: routes_apis.method_not_allowed}
+    app = Starlette(routes=_routes(), lifespan=lifespan, exception_handlers=handlers)
     app.state.runtime = rt
     return FastPath(app)
 
@@ -77,6 +81,8 @@ class FastPath:
     HOT = {
         "/v1/chat/completions": routes.chat_completions,
         "/v1/embeddings": routes.embeddings,
+        "/v1/responses": routes_apis.responses,
+        "/v1/messages": routes_apis.messages,
     }
 
     def __init__(self, app: Starlette) -> None:
@@ -98,7 +104,11 @@ def _routes() -> list[Route]:
     return [
         Route("/v1/chat/completions", routes.chat_completions, methods=["POST"]),
         Route("/v1/embeddings", routes.embeddings, methods=["POST"]),
+        Route("/v1/responses", routes_apis.responses, methods=["POST"]),
+        Route("/v1/messages", routes_apis.messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", routes_apis.count_tokens, methods=["POST"]),
         Route("/v1/models", routes.list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", routes_apis.get_model, methods=["GET"]),
         Route("/healthz", routes.healthz, methods=["GET"]),
         Route("/readyz", routes.readyz, methods=["GET"]),
         Route("/metrics", routes.prometheus, methods=["GET"]),

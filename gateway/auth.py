@@ -13,6 +13,7 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from accounting.limits import NO_LIMITS, KeyLimits
 from accounting.pricing import usd_to_micros
 from accounting.store.base import KeyBudget
 from gateway.config import KeyConfig, period_seconds
@@ -27,6 +28,7 @@ class Principal:
     models: frozenset[str] | None = None
     max_workflow_budget_micros: int | None = None
     key_budget: KeyBudget | None = None
+    limits: KeyLimits = NO_LIMITS
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -46,6 +48,7 @@ def principal_of(key: KeyConfig) -> Principal:
         models=frozenset(key.models) if key.models is not None else None,
         max_workflow_budget_micros=usd_to_micros(str(cap)) if cap is not None else None,
         key_budget=budget,
+        limits=KeyLimits(key.rpm, key.tpm, key.max_inflight),
     )
 
 

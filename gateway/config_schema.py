@@ -44,6 +44,9 @@ class KeyConfig(_Strict):
     max_workflow_budget_usd: Decimal | None = Field(default=None, ge=0, le=1_000_000_000)
     budget_usd: Decimal | None = Field(default=None, ge=0, le=1_000_000_000)
     budget_period: str = "30d"
+    rpm: int | None = Field(default=None, ge=1, le=10_000_000)  # requests per minute
+    tpm: int | None = Field(default=None, ge=1, le=10_000_000_000)  # tokens per minute
+    max_inflight: int | None = Field(default=None, ge=1, le=1_000_000)  # requests at once
 
     @field_validator("budget_period")
     @classmethod
@@ -66,6 +69,9 @@ class ProviderConfig(_Strict):
     first_token_timeout_s: float = Field(default=120.0, gt=0)
     idle_timeout_s: float = Field(default=60.0, gt=0)
     max_connections: int = Field(default=200, ge=1)  # this provider's own limit
+    # Upstream calls at once (None: max_connections); beyond, a fair queue per key.
+    max_inflight: int | None = Field(default=None, ge=1, le=100_000)
+    queue_timeout_s: float = Field(default=10.0, gt=0, le=3600)  # then 503 provider_busy
     anthropic_version: str = "2023-06-01"
     # fast: the lean HTTP/1.1 pool; httpx: httpx.AsyncClient (chosen anyway when a
     # proxy variable covers base_url's host, see upstream_routes).

@@ -19,8 +19,10 @@ from accounting.tokens import (
 )
 from accounting.usage import Usage
 from gateway.auth import Principal
+from gateway.provider_gate import NO_SLOT, Slot
 from gateway.providers.base import Endpoint, UpstreamStream
 from gateway.runtime import ModelRuntime
+from gateway.translate.views import chat_view
 from policies.deadline import Deadline
 
 OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
@@ -59,6 +61,7 @@ class Ctx:
     rules: list[str] = field(default_factory=list)  # the charging rule of each attempt
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (fallback, why not)
     sent_limit: int | None = None  # an output limit the gateway lowered or set (per choice)
+    rate_tokens: int | None = None  # taken from the key's tpm (``key_limits``)
     _prompt: dict[str, int] = field(default_factory=dict)
 
     def clamp_deadline(self, seconds_left: float) -> None:
@@ -81,7 +84,7 @@ class Ctx:
             if self.endpoint == "embeddings":
                 cached = estimate_embedding_input(self.body, m.upstream_model)
             else:
-                cached = estimate_chat_prompt(self.body, m.upstream_model)
+                cached = estimate_chat_prompt(chat_view(self.endpoint, self.body), m.upstream_model)
             self._prompt[m.upstream_model] = cached
         return cached
 
@@ -136,6 +139,7 @@ class Attempt:
     sent_limit: int | None = None  # the output limit per choice sent, when not the caller's
     stream: UpstreamStream | None = None  # once the upstream accepted a stream
     draining: bool = False  # abandoned at the deadline, read on in the background
+    slot: Slot = NO_SLOT  # its place in the provider's concurrency, given back at settle
 
     @property
     def settled(self) -> bool:

@@ -61,6 +61,8 @@ async def resume(
 
 def _cannot(ctx: Ctx, segment: StreamAnswer, splice: Splice) -> str | None:
     state = segment.stream.state
+    if ctx.endpoint != "chat":
+        return "only Chat Completions streams are continued"
     if state.tool_seen:
         return "a tool call was cut in its arguments"
     if splice.continued >= MAX_CONTINUATIONS:

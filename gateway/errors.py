@@ -175,6 +175,14 @@ def _guardrail(exc: GuardrailRefused) -> GatewayError:
 def _routing_failed(exc: RoutingFailed, last: UpstreamError | None = None) -> GatewayError:
     last = last or (exc.last if exc.failures else None)
     summary = str(exc) or (last.message if last is not None else "no candidate could be tried")
+    if last is not None and last.kind == "provider_busy":
+        return GatewayError(
+            503,
+            "provider_busy",
+            f"every candidate's provider stayed at its concurrency limit ({summary})",
+            headers={"retry-after": _retry_after(last.retry_after_s or 1.0)},
+            should_retry=True,
+        )
     if last is not None and last.kind == "rate_limited":
         headers = {}
         if last.retry_after_s is not None:

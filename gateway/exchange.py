@@ -15,13 +15,14 @@ from typing import Any
 
 from starlette.responses import Response
 
-from gateway import idempotency
+from gateway import idempotency, key_limits
 from gateway.context import Ctx, response_headers
 from gateway.errors import GatewayError
 from gateway.idempotency import Claim
 from gateway.runtime import Runtime
 from gateway.settlement import settle_leftovers
 from gateway.telemetry import access
+from gateway.translate.errors import render
 from policies.idempotency import Record
 
 JSON = "application/json"
@@ -75,6 +76,7 @@ class Exchange:
             rt.cuts.remove(self._pair, self.cut)
         try:
             await settle_leftovers(rt, ctx)
+            await key_limits.release(rt, ctx)
             await idempotency.finish(rt, self.claim, record)
         finally:
             access.finish(rt, ctx, status, code)
@@ -85,4 +87,4 @@ class Exchange:
         """Finish with ``error`` and answer it."""
         await self.finish(error.status, error.code)
         headers = {**response_headers(self.ctx), **error.headers}
-        return Response(error.body(), error.status, headers, media_type=JSON)
+        return Response(render(self.ctx.endpoint, error), error.status, headers, media_type=JSON)

@@ -23,12 +23,14 @@ from typing import Any
 from gateway import reserve
 from gateway.context import Answer, Attempt, Ctx, StreamAnswer
 from gateway.drain import drain
+from gateway.provider_gate import NO_SLOT
 from gateway.providers.base import Completed, UpstreamCall, UpstreamStream
 from gateway.providers.classify import silent, stream_broken
 from gateway.runtime import ModelRuntime, Runtime
 from gateway.settlement import settle_answer, settle_error, settle_leftovers
 from gateway.telemetry import logging as log
 from gateway.telemetry import metrics, tracing
+from gateway.translate import registry as translators
 from policies import fallback
 from policies.deadline import Deadline
 from policies.errors import UpstreamError
@@ -93,7 +95,7 @@ async def _fits(rt: Runtime, ctx: Ctx, m: ModelRuntime) -> str | None:
     """Why fallback ``m`` cannot serve this request faithfully (None: it can): a
     request its API cannot express (``n`` > 1, logprobs, ...), or a prompt beyond its
     context window (the byte bound first; counted only when that bound is over)."""
-    why = m.provider.incompatible(ctx.endpoint, ctx.body)
+    why = translators.incompatible(ctx.endpoint, ctx.body, m, rt.models[ctx.model])
     if why is not None or m.context_window is None or ctx.prompt_bound() <= m.context_window:
         return why
     counted = await reserve.counted_upper(rt, ctx, m)
@@ -130,7 +132,7 @@ async def attempt(
     m = rt.models[step.model]
     ctx.served = m.name
     ctx.attempts += 1
-    at = await reserve.reserve(rt, ctx, m, step)
+    at = await _admitted(rt, ctx, m, step)
     span = rt.tracing.start_attempt(ctx.span, _attempt_attributes(rt, ctx, m, step))
     first = _first_token_limit(ctx, m, step)
     call = UpstreamCall(
@@ -170,6 +172,22 @@ async def attempt(
     return Answer(done.status, done.headers, done.body)
 
 
+async def _admitted(rt: Runtime, ctx: Ctx, m: ModelRuntime, step: Step) -> Attempt:
+    """A place in the provider's concurrency (``provider_gate``: a fair wait), then
+    the attempt's reservation; the place is given back when the attempt is settled."""
+    gate = rt.gates.get(m.provider.name)
+    slot = NO_SLOT
+    if gate is not None:
+        slot = await gate.acquire(ctx.principal.name, ctx.prompt_bound() + ctx.max_output(m))
+    try:
+        at = await reserve.reserve(rt, ctx, m, step)
+    except BaseException:
+        slot.release(ok=False)
+        raise
+    at.slot = slot
+    return at
+
+
 async def _complete(
     rt: Runtime, at: Attempt, ctx: Ctx, call: UpstreamCall, limit_s: float
 ) -> Completed:
@@ -177,7 +195,8 @@ async def _complete(
     the request is cancelled (its deadline) while the provider works, the call goes on
     in the background: the provider bills the whole answer anyway, so it is read to its
     end and charged what it reports."""
-    task = asyncio.ensure_future(at.model.provider.complete(call))
+    api = translators.adapter(ctx.endpoint, at.model.provider_kind)
+    task = asyncio.ensure_future(api.complete(at.model.provider, call))
     try:
         async with asyncio.timeout(limit_s) as limit:
             return await asyncio.shield(task)
@@ -221,7 +240,8 @@ async def _open_stream(
     m = at.model
     try:
         async with asyncio.timeout(limit_s) as limit:
-            stream = await m.provider.stream(call)
+            api = translators.adapter(ctx.endpoint, m.provider_kind)
+            stream = await api.stream(m.provider, call)
             at.stream = stream
             chunks = aiter(stream)
             first = await _until_content(stream, chunks)

@@ -22,7 +22,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from accounting.pricing import micros_to_usd
-from gateway import continuation, sse
+from gateway import continuation
 from gateway.context import StreamAnswer
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange
@@ -30,6 +30,8 @@ from gateway.idempotency import record_headers
 from gateway.splice import Splice
 from gateway.telemetry import logging as log
 from gateway.telemetry import metrics
+from gateway.translate import registry as translators
+from gateway.translate.errors import stream_event
 from policies.errors import UpstreamError
 from policies.idempotency import Record
 
@@ -58,8 +60,8 @@ class _Broken(Exception):
         self.cause = cause
 
 
-def error_event(error: GatewayError) -> bytes:
-    return b"data: " + error.body() + b"\n\n"
+def error_event(error: GatewayError, api: str = "chat") -> bytes:
+    return stream_event(api, error)
 
 
 class SSEResponse:
@@ -182,7 +184,10 @@ class SSEResponse:
         if not answer.stream.state.done:
             await closing
         _observe(answer, cut)
-        terminal = sse.DONE_FRAME if self.error is None else error_event(self.error)
+        if self.error is None:
+            terminal = translators.terminal(answer.stream)
+        else:
+            terminal = error_event(self.error, ex.ctx.endpoint)
         record = None
         if cut is None and self.frames is not None:
             frames = [*self.frames, terminal]

@@ -117,8 +117,9 @@ def check_model(rt: Runtime, principal: Principal, body: dict[str, Any], endpoin
             param="model",
             should_retry=False,
         )
-    if runtime.kind != endpoint:
-        raise bad_request(f"the model {model!r} is a {runtime.kind} model, not {endpoint}", "model")
+    wanted = "embeddings" if endpoint == "embeddings" else "chat"
+    if runtime.kind != wanted:
+        raise bad_request(f"the model {model!r} is a {runtime.kind} model, not {wanted}", "model")
     check_body(body, endpoint)
     return model
 
@@ -126,6 +127,10 @@ def check_model(rt: Runtime, principal: Principal, body: dict[str, Any], endpoin
 def check_body(body: dict[str, Any], endpoint: Endpoint) -> None:
     """The fields that reach the gateway's own decisions have the right types and
     ranges; the rest is the provider's to judge."""
+    if endpoint == "responses":
+        check_responses(body)
+    if endpoint == "messages":
+        check_messages(body)
     if endpoint == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -141,6 +146,44 @@ def check_body(body: dict[str, Any], endpoint: Endpoint) -> None:
     for name in OUTPUT_LIMITS:
         _bounded_int(body, name, 1, MAX_OUTPUT_LIMIT)
     _bounded_int(body, "n", 1, MAX_CHOICES)
+
+
+def check_responses(body: dict[str, Any]) -> None:
+    value = body.get("input")
+    if not (isinstance(value, str) and value) and not (isinstance(value, list) and value):
+        raise bad_request("'input' must be a non-empty string or list of items", "input")
+
+
+def check_messages(body: dict[str, Any]) -> None:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("messages: must be a non-empty list", "messages")
+    if not all(isinstance(message, dict) for message in messages):
+        raise bad_request("messages: each message must be an object", "messages")
+    if "max_tokens" not in body:
+        raise bad_request("max_tokens: Field required", "max_tokens")
+
+
+ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+def anthropic_headers(request: Request) -> dict[str, str]:
+    """The Anthropic headers a Messages client sent, passed on to Anthropic providers."""
+    out = {}
+    for name in ANTHROPIC_HEADERS:
+        value = request.headers.get(name)
+        if value is not None and len(value) <= 512 and value.isprintable():
+            out[name] = value
+    return out
+
+
+def gateway_key(request: Request, endpoint: str) -> str | None:
+    """The Authorization header, or (Messages clients) the gateway key in ``x-api-key``."""
+    authorization = request.headers.get("authorization")
+    if authorization is None and endpoint == "messages":
+        key = request.headers.get("x-api-key")
+        return None if key is None else f"Bearer {key}"
+    return authorization
 
 
 def _bounded_int(body: dict[str, Any], name: str, low: int, high: int) -> None:
@@ -284,6 +327,8 @@ def build_ctx(
         raise bad_request(str(exc)) from None
     retry_count = request.headers.get("x-stainless-retry-count", "0")
     upstream = {"x-request-id": request_id}
+    if endpoint == "messages":
+        upstream.update(anthropic_headers(request))
     traceparent = request.headers.get("traceparent")
     if traceparent and _TRACEPARENT.match(traceparent):  # anything else is not forwarded
         upstream["traceparent"] = traceparent
@@ -293,7 +338,7 @@ def build_ctx(
         endpoint=endpoint,
         body=body,
         model=model,
-        stream=bool(body.get("stream")) and endpoint == "chat",
+        stream=bool(body.get("stream")) and endpoint != "embeddings",
         deadline=Deadline(time.monotonic() + seconds, time.monotonic),
         scope=workflow_scope(
             request, principal, fingerprint, rt.config.workflows.max_identical_calls

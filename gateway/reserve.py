@@ -22,6 +22,7 @@ from policies.fallback import Step
 
 NEAR_CAP = 10  # a bound above a tenth of what is left is counted exactly
 CLAMP_TRIES = 3
+LIMIT_FIELDS = {"responses": "max_output_tokens", "messages": "max_tokens"}
 
 
 async def reserve(rt: Runtime, ctx: Ctx, m: ModelRuntime, step: Step) -> Attempt:
@@ -46,7 +47,7 @@ async def reserve(rt: Runtime, ctx: Ctx, m: ModelRuntime, step: Step) -> Attempt
     try:
         return _opened(ctx, await _hold(rt, ctx, m, step, prompt, out))
     except BudgetExceeded as refused:
-        if not rt.config.budgets.clamp_output or ctx.endpoint != "chat":
+        if not rt.config.budgets.clamp_output or ctx.endpoint == "embeddings":
             raise
         return _opened(ctx, await _clamped(rt, ctx, m, step, prompt, refused))
 
@@ -130,10 +131,10 @@ def with_limit(ctx: Ctx, m: ModelRuntime, at: Attempt, body: dict[str, Any]) -> 
     limit = at.sent_limit
     if limit is None and asked is not None and asked > m.max_output_tokens:
         limit = m.max_output_tokens
-    if limit is None or ctx.endpoint != "chat":
+    if limit is None or ctx.endpoint == "embeddings":
         return body
     out = dict(body)
-    out[field or _limit_field(m)] = limit
+    out[field or LIMIT_FIELDS.get(ctx.endpoint) or _limit_field(m)] = limit
     return out
 
 

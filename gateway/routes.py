@@ -10,16 +10,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from accounting.errors import AccountingError, BudgetExceeded, GuardrailRefused, StoreReset
-from gateway import idempotency, pipeline
+from gateway import idempotency, key_limits, pipeline
 from gateway.context import Answer, Ctx, response_headers
 from gateway.errors import GatewayError, translate
 from gateway.exchange import Exchange
 from gateway.providers.base import Endpoint
 from gateway.relay import SSEResponse
-from gateway.request import build_ctx, loop_fingerprint, read_json
+from gateway.request import build_ctx, gateway_key, loop_fingerprint, read_json
 from gateway.runtime import Runtime
 from gateway.telemetry import logging as log
 from gateway.telemetry import metrics
+from gateway.translate.errors import render
 from policies.errors import PolicyError, UpstreamError
 from policies.idempotency import Record
 
@@ -38,9 +39,11 @@ def json_response(
     return Response(orjson.dumps(payload), status, headers, media_type=JSON)
 
 
-def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    error: GatewayError, headers: dict[str, str] | None = None, api: str = "chat"
+) -> Response:
     return Response(
-        error.body(), error.status, {**(headers or {}), **error.headers}, media_type=JSON
+        render(api, error), error.status, {**(headers or {}), **error.headers}, media_type=JSON
     )
 
 
@@ -56,7 +59,7 @@ async def _proxy(request: Request, endpoint: Endpoint) -> Response:
     rt = runtime(request)
     request_id = rt.request_ids()
     try:
-        principal = rt.auth.authenticate(request.headers.get("authorization"))
+        principal = rt.auth.authenticate(gateway_key(request, endpoint))
         body, size, caching, raw = await read_json(request, rt.config.defaults.max_body_bytes)
         fingerprint = loop_fingerprint(request, raw, rt.config.workflows.max_identical_calls)
         ctx = build_ctx(rt, request, principal, body, endpoint, request_id, fingerprint)
@@ -72,7 +75,7 @@ async def _proxy(request: Request, endpoint: Endpoint) -> Response:
                 "error": exc.code,
             }
         )
-        return error_response(exc, {"x-request-id": request_id})
+        return error_response(exc, {"x-request-id": request_id}, endpoint)
     return await _serve(rt, request, ctx)
 
 
@@ -102,6 +105,7 @@ async def _serve(rt: Runtime, request: Request, ctx: Ctx) -> Response:
 
 async def _run(rt: Runtime, ctx: Ctx, ex: Exchange) -> Response:
     try:
+        await key_limits.admit(rt, ctx)
         answer = await pipeline.run(rt, ctx)
     except UpstreamError as exc:
         if exc.passthrough and exc.body is not None:
@@ -148,7 +152,7 @@ def _translate(exc: Exception) -> GatewayError:
 async def list_models(request: Request) -> Response:
     rt = runtime(request)
     try:
-        principal = rt.auth.authenticate(request.headers.get("authorization"))
+        principal = rt.auth.authenticate(gateway_key(request, "messages"))
     except GatewayError as exc:
         return error_response(exc)
     data = [

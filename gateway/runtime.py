@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from accounting.budgets import Budgets
+from accounting.limits import Limiter
 from accounting.pricing import Price
 from accounting.store.base import Store, WorkflowState
 from accounting.store.common import IdSource
@@ -23,10 +24,10 @@ from gateway.config import (
 )
 from gateway.counting import Counter
 from gateway.inflight import Cuts
-from gateway.providers.anthropic import AnthropicProvider
+from gateway.provider_gate import ProviderGate
 from gateway.providers.base import Provider
 from gateway.providers.fasthttp import UpstreamPool
-from gateway.providers.openai_compat import OpenAIProvider
+from gateway.providers.kinds import KINDS
 from gateway.providers.transport import Transport
 from gateway.scrub import Scrubber
 from gateway.telemetry import logging as log
@@ -82,6 +83,8 @@ class Runtime:
     store: Store
     labels: metrics.Labels
     pool: UpstreamPool
+    limiter: Limiter
+    gates: dict[str, ProviderGate] = field(default_factory=dict)  # by provider
     wall: Callable[[], float] = time.time
     tracing: Tracing = field(default_factory=lambda: Tracing(None))
     inflight: metrics.Inflight = field(default_factory=metrics.Inflight)
@@ -106,8 +109,16 @@ class Runtime:
         return task
 
 
+def build_gates(config: FileConfig) -> dict[str, ProviderGate]:
+    """One admission gate per provider (``gateway.provider_gate``)."""
+    return {
+        name: ProviderGate(name, p.max_inflight or p.max_connections, p.queue_timeout_s)
+        for name, p in config.providers.items()
+    }
+
+
 def build_providers(
-    config: FileConfig, secrets: Secrets, pool: UpstreamPool
+    config: FileConfig, secrets: Secrets, pool: UpstreamPool, gates: dict[str, ProviderGate]
 ) -> dict[str, Provider]:
     providers: dict[str, Provider] = {}
     scrubber = Scrubber(secrets.every_secret())
@@ -119,15 +130,21 @@ def build_providers(
             first_token_timeout_s=p.first_token_timeout_s,
             max_event_bytes=p.max_event_bytes,
             scrubber=scrubber,
+            on_answer=gates[name].observe,
         )
-        key = secrets.provider_keys[name]
-        if p.kind == "anthropic":
-            providers[name] = AnthropicProvider(
-                name, p.base_url, key, transport, version=p.anthropic_version
-            )
-        else:
-            providers[name] = OpenAIProvider(name, p.base_url, key, transport)
+        providers[name] = KINDS[p.kind](name, p, secrets.provider_keys[name], transport)
     return providers
+
+
+def _breaker_listener(
+    config: FileConfig, gates: dict[str, ProviderGate]
+) -> Callable[[str, str, str], None]:
+    def on_change(model: str, old: str, new: str) -> None:
+        _on_breaker_change(model, old, new)
+        if new == "closed" and old != "closed":  # recovered: no stampede
+            gates[config.models[model].provider].slow_start()
+
+    return on_change
 
 
 def _on_breaker_change(model: str, old: str, new: str) -> None:
@@ -136,14 +153,17 @@ def _on_breaker_change(model: str, old: str, new: str) -> None:
     log.event("breaker_state_change", model=model, from_state=old, to_state=new)
 
 
-def build_routes(config: FileConfig, clock: Callable[[], float]) -> dict[str, Route]:
+def build_routes(
+    config: FileConfig, clock: Callable[[], float], gates: dict[str, ProviderGate]
+) -> dict[str, Route]:
+    listener = _breaker_listener(config, gates)
     budgets = {
         name: RetryBudget(config.defaults.retry_budget_ratio, config.defaults.retry_budget_min)
         for name in config.providers
     }
     routes = {}
     for name, m in config.models.items():
-        routes[name] = _route(name, m, config, clock, budgets[m.provider])
+        routes[name] = _route(name, m, config, clock, budgets[m.provider], listener)
         metrics.BREAKER_STATE.labels(name).set(0)
     return routes
 
@@ -154,6 +174,7 @@ def _route(
     config: FileConfig,
     clock: Callable[[], float],
     budget: RetryBudget,
+    listener: Callable[[str, str, str], None],
 ) -> Route:
     retry = m.retry or config.defaults.retry
     breaker = m.breaker or config.defaults.breaker
@@ -165,7 +186,7 @@ def _route(
             retry.max_backoff_s,
             retry.max_retry_after_s,
         ),
-        breaker=Breaker(name, breaker.fail_max, breaker.reset_timeout_s, clock, _on_breaker_change),
+        breaker=Breaker(name, breaker.fail_max, breaker.reset_timeout_s, clock, listener),
         budget=budget,
         fallbacks=m.fallbacks,
         context_window_fallbacks=m.context_window_fallbacks,

@@ -38,6 +38,8 @@ from gateway.telemetry import metrics
 from policies.errors import UpstreamError
 
 PARTIAL_RULES = frozenset({"received", "worst_case"})
+# An attempt the provider answered in full: its place lets the slow start grow.
+ANSWERED_RULES = frozenset({"reported", "estimated", "drained"})
 
 
 async def settle_answer(rt: Runtime, ctx: Ctx, at: Attempt, done: Completed, rule: str) -> None:
@@ -123,6 +125,7 @@ async def charge(
     rt: Runtime, ctx: Ctx, at: Attempt, usage: Usage, rule: str, *, sent: bool = True
 ) -> None:
     """Settle ``at`` once with ``usage`` under ``rule`` and record the spend."""
+    at.slot.release(ok=rule in ANSWERED_RULES)
     if at.settled:
         return
     m = at.model

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from accounting.errors import AccountingError, BudgetExceeded, GuardrailRefused
+from accounting.limits import Admission, KeyLimits, Limiter
 from accounting.store.base import (
     Charge,
     IdemClaim,
@@ -81,6 +82,9 @@ class ObservedStore:
 
     def reset_info(self) -> dict[str, object] | None:
         return self.inner.reset_info()
+
+    def limiter(self) -> Limiter:
+        return ObservedLimiter(self.inner.limiter(), self)
 
     async def accept_reset(self, now: float) -> None:
         await self._run("accept_reset", self.inner.accept_reset(now))
@@ -165,3 +169,24 @@ class ObservedStore:
 
     async def sweep(self, now: float) -> int:
         return await self._run("sweep", self.inner.sweep(now))
+
+
+class ObservedLimiter:
+    """A store's limiter whose failures are counted like the store's own."""
+
+    def __init__(self, inner: Limiter, store: ObservedStore) -> None:
+        self.inner = inner
+        self._store = store
+
+    async def admit(
+        self, key: str, limits: KeyLimits, tokens: int, lease: str, lease_until: float, now: float
+    ) -> Admission:
+        pending = self.inner.admit(key, limits, tokens, lease, lease_until, now)
+        return await self._store._run("rate_admit", pending)
+
+    async def release(
+        self, key: str, limits: KeyLimits, lease: str, unused_tokens: int, now: float
+    ) -> None:
+        await self._store._run(
+            "rate_release", self.inner.release(key, limits, lease, unused_tokens, now)
+        )

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-__all__ = ["backoff_delay", "parse_retry_after"]
+__all__ = ["backoff_delay", "go_duration", "parse_retry_after", "rfc3339_until"]
 
 _NUMBER_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 _DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|h|m|s)", re.ASCII)
@@ -62,7 +62,7 @@ def _number(text: str) -> float | None:
     return float(text)
 
 
-def _go_duration(text: str) -> float | None:
+def go_duration(text: str) -> float | None:
     """Seconds of a Go duration string ("1h2m3.5s", "20ms", "0"); None if invalid."""
     text = text.strip()
     if text == "0":
@@ -81,7 +81,7 @@ def _go_duration(text: str) -> float | None:
 
 def _duration_reset(text: str, now: float) -> float | None:
     del now  # durations are relative already
-    return _go_duration(text)
+    return go_duration(text)
 
 
 def _http_date(text: str, now: float) -> float | None:
@@ -95,7 +95,7 @@ def _http_date(text: str, now: float) -> float | None:
     return when.timestamp() - now
 
 
-def _rfc3339(text: str, now: float) -> float | None:
+def rfc3339_until(text: str, now: float) -> float | None:
     """Seconds until an RFC 3339 timestamp (offset required); None if invalid."""
     text = text.strip()
     if len(text) < 20 or text[10] not in "Tt ":
@@ -168,7 +168,7 @@ def parse_retry_after(
     seconds = _reset_family(lowered, _OPENAI_RESETS, _duration_reset, now, max_seconds)
     if seconds is not None:
         return seconds
-    return _reset_family(lowered, _ANTHROPIC_RESETS, _rfc3339, now, max_seconds)
+    return _reset_family(lowered, _ANTHROPIC_RESETS, rfc3339_until, now, max_seconds)
 
 
 def backoff_delay(attempt: int, initial_s: float, max_s: float, rand: float) -> float:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from typing import Literal
+from urllib.parse import parse_qs, urlsplit
 
 from accounting.store.base import Store
 
@@ -25,22 +26,40 @@ def sqlite_path(url: str) -> str:
 def open_store(url: str) -> Store:
     """A store for ``url`` (not opened yet: call ``await store.open()``).
 
-    ``sqlite:///path.db`` (see ``sqlite_path``), or ``redis://host:port/db`` /
-    ``rediss://host:port/db`` (TLS). Anything else raises ValueError.
+    ``sqlite:///path.db`` (see ``sqlite_path``), ``redis://host:port/db`` /
+    ``rediss://host:port/db`` (TLS), or Redis Cluster:
+    ``redis+cluster://host:port[,host:port...]`` / ``rediss+cluster://...`` (see
+    ``redis_url``). Anything else raises ValueError.
     """
     scheme = urlsplit(url).scheme.lower()
     if scheme == "sqlite":
         from accounting.store.sqlite import SqliteStore
 
-        return SqliteStore(sqlite_path(url))
+        path, _, query = url.partition("?")
+        return SqliteStore(sqlite_path(path), writer=_sqlite_writer(url, query))
     if scheme in ("redis", "rediss"):
         if not urlsplit(url).hostname:
             raise ValueError(f"store URL {url!r}: a redis URL needs a host, like redis://h:6379/0")
         from accounting.store.redis import RedisStore
 
         return RedisStore(url)
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        from accounting.store.redis import RedisStore
+
+        return RedisStore(url)  # the URL is checked here: ValueError names what is wrong
     shown = scheme or "(none)"
     raise ValueError(
         f"store URL {url!r}: unsupported scheme {shown}; use sqlite:///path.db, "
-        "redis://host:port/db or rediss://host:port/db"
+        "redis://host:port/db, rediss://host:port/db or redis+cluster://host:port,host:port"
     )
+
+
+def _sqlite_writer(url: str, query: str) -> Literal["loop", "thread"]:
+    """``?writer=thread`` keeps every write on the store's thread (a disk that may
+    stall, such as a network filesystem); the default commits the request path's
+    writes on the event loop (``sqlite_loop``)."""
+    options = parse_qs(query, keep_blank_values=True)
+    writer = options.pop("writer", ["loop"])[-1]
+    if options or writer not in ("loop", "thread"):
+        raise ValueError(f"store URL {url!r}: the only sqlite option is writer=loop|thread")
+    return "thread" if writer == "thread" else "loop"

@@ -36,6 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from accounting.limits import Limiter
+
 WorkflowStatus = Literal["running", "completed", "cancelled"]
 Outcome = Literal["succeeded", "failed"]
 TOKEN_KINDS = ("input", "output", "cached_input", "partial_output")
@@ -201,6 +203,10 @@ class Store(Protocol):
         reset (or the data came back). Raises nothing for a healthy store, nor for a
         reset it detects (``reset_info`` reports that); raises StoreUnavailable when
         unreachable."""
+        ...
+
+    def limiter(self) -> Limiter:
+        """Per-key rate limits kept in this store (``accounting.limits``)."""
         ...
 
     def reset_info(self) -> dict[str, object] | None:

@@ -1,20 +1,25 @@
-"""``RedisStore``: the store replicas share.
+"""``RedisStore``: the store replicas share, on a single Redis (``redis://``,
+``rediss://``; version 6.2 or later) or on Redis Cluster (``redis+cluster://h:p,...``,
+redis-py's ``RedisCluster``; also Valkey cluster).
 
 Every read-modify-write is one Lua script (``redis_scripts``, ``redis_scripts_admin``;
 the key layout is there), registered once and run with EVALSHA, so a reserve is
 check-and-hold atomically across replicas, in one round trip, and a settle likewise.
-Keys live under ``prefix``; a tenant's keys share one hash tag (its workflow index and
-loop guard counts too), but scripts also touch the global ``running`` and
-``lease_tenants`` indexes and the ``ledger`` stream, so a single Redis (or a
-Sentinel-managed primary), version 6.2 or later, is required, not Redis Cluster. The
-costs of completed workflows by kind are global too, kept by plain commands outside
-any tenant script.
+Keys live under ``prefix``; everything of one tenant (gateway key) shares its hash
+tag: its workflows, holds, lease and running indexes, key budget windows, ledger,
+idempotency records and guardrail state, so each script touches one cluster slot.
+What spans tenants is kept by operations that each touch one slot: the store-wide
+keys (epoch, tenant registry, costs by kind) share the ``{%store}`` tag, and the sweep
+and the stalled listing go through the tenant registry one tenant script at a time.
+The layout is the same on a single Redis and on a cluster.
 
 Nothing grows forever: a workflow expires ``workflow_ttl_s`` after its last activity,
 a hold ``workflow_ttl_s`` after its lease ends, a key budget window
 ``period_margin_s`` after the window ends, an idempotency record at its TTL (a
 pending claim at its lease), the ledger stream is capped at about ``ledger_maxlen``
-entries, a tenant's lease index empties as its holds settle or expire, a workflow's
+entries per tenant (and expires a workflow TTL after its last settle), a tenant's
+lease index empties as its holds settle or expire, its running index expires with
+its last workflow, a workflow's
 loop guard counts and the tenant's workflow index share the workflow TTL (an index
 entry whose workflow expired is dropped when a listing meets it), a kind's costs
 expire a workflow TTL after its last. A settled hold
@@ -22,8 +27,9 @@ is a one-field tombstone (about 100 bytes) kept ``settled_ttl_s``, so a repeated
 settle stays a no-op: a repeat comes from a caller that lost the answer and retries
 as soon as Redis answers again, so a day covers any outage worth surviving, where
 the workflow TTL would hold a month of every request's tombstone in memory.
-``sweep`` expires every hold whose lease ran out (through the ``lease_tenants``
-index, no KEYS or SCAN) and trims the running index.
+``sweep`` expires every hold whose lease ran out and trims the running indexes,
+tenant by tenant from the registry (no KEYS or SCAN). The registry keeps one short
+entry per gateway key that ever had state.
 
 What it can lose: a Redis without persistence loses everything on a restart, and a
 failover may promote an empty replica. That is detected (``redis_epoch``): budgets
@@ -43,6 +49,7 @@ through. The fence also counts time spent waiting for a pooled connection.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import Any, cast
 
@@ -78,9 +85,11 @@ from accounting.store.common import (
 from accounting.store.guardrails import counts_call
 from accounting.store.redis_client import ScriptClient
 from accounting.store.redis_codec import f, opt, refusal, state, tenant_of, ttl
+from accounting.store.redis_limits import RedisLimiter
 from accounting.store.redis_workflows import RedisWorkflows
 
-SWEEP_BATCH = 500  # holds per SWEEP_TENANT call, tenants per index read
+SWEEP_BATCH = 500  # holds per SWEEP_TENANT call
+SWEEP_PARALLEL = 16  # tenants swept at once
 
 
 class RedisStore(RedisWorkflows):
@@ -117,9 +126,10 @@ class RedisStore(RedisWorkflows):
             socket_connect_timeout=socket_connect_timeout, max_connections=max_connections,
             pool_timeout=pool_timeout,
         )  # fmt: skip
-        self._running = f"{prefix}running"
-        self._lease_tenants = f"{prefix}lease_tenants"
-        self._ledger = f"{prefix}ledger"
+
+    def limiter(self) -> RedisLimiter:
+        """Per-key rate limits shared through this Redis (``redis_limits``)."""
+        return RedisLimiter(self._c)
 
     # -- plumbing ---------------------------------------------------------------
     async def open(self) -> None:
@@ -128,9 +138,30 @@ class RedisStore(RedisWorkflows):
         operation or ``check``, and until then operations fail closed."""
         await self._c.open()
         try:
+            await self._adopt_legacy()
             await self._c.epoch.establish(self._c.script)
         except StoreUnavailable:
             return  # see the docstring: established lazily
+
+    async def _adopt_legacy(self) -> None:
+        """On a single Redis an older version may have used (it kept store-wide keys
+        untagged): take over its epoch (its tenants' markers hold it) and register the
+        tenants of its lease and running indexes, so the sweeps reach their holds.
+        Additive only; the old keys are left for the operator to delete."""
+        if self._c.cluster is not None:
+            return
+        client, old = self._c.redis(), self.prefix
+        legacy = await self._c.do(cast(Awaitable[bytes | None], client.get(f"{old}epoch")))
+        self._c.epoch.legacy = "" if legacy is None else legacy.decode(errors="replace")
+        leases = cast(Awaitable[list[bytes]], client.zrange(f"{old}lease_tenants", 0, -1))
+        tenants = {m.decode(errors="replace") for m in await self._c.do(leases)}
+        running = cast(Awaitable[list[bytes]], client.zrange(f"{old}running", 0, -1))
+        for member in await self._c.do(running):
+            tenant, sep, _ = member.decode(errors="replace").partition(":")
+            if sep:
+                tenants.add(tenant)
+        for tenant in sorted(tenants):
+            await self._c.register(tenant)
 
     async def close(self) -> None:
         await self._c.close()
@@ -183,11 +214,11 @@ class RedisStore(RedisWorkflows):
         base, kb, wid = self._c.base(tenant), req.key_budget, req.workflow_id or ""
         keys = [
             f"{base}:wf:{wid}", f"{base}:wh:{wid}", f"{base}:kp:{pstart}", f"{base}:kh:{pstart}",
-            f"{base}:h:{rid}", self._running, f"{base}:leases", self._lease_tenants,
+            f"{base}:h:{rid}", f"{base}:running", f"{base}:leases",
             f"{base}:fp:{wid}", f"{base}:fpo:{wid}", f"{base}:wfs",
         ]  # fmt: skip
         args = [
-            base, f"{tenant}:{wid}", rid, str(req.amount_micros), str(req.tokens), f(req.now),
+            base, wid, rid, str(req.amount_micros), str(req.tokens), f(req.now),
             f(req.now + req.lease_s), wid, opt(req.cap_micros), opt(req.cap_tokens),
             "0" if req.step is None else "1", req.step or "",
             "" if kb is None else str(kb.limit_micros), opt(pstart), str(window_ttl),
@@ -206,7 +237,7 @@ class RedisStore(RedisWorkflows):
         keys = [
             f"{base}:h:{res.id}", f"{base}:wf:{wid or ''}", f"{base}:wh:{wid or ''}",
             f"{base}:kp:{res.period_start}", f"{base}:kh:{res.period_start}",
-            self._running, self._ledger, f"{base}:leases", f"{base}:wfs",
+            f"{base}:running", f"{base}:ledger", f"{base}:leases", f"{base}:wfs",
             f"{base}:fp:{wid or ''}", f"{base}:fpo:{wid or ''}",
         ]  # fmt: skip
         entry = {
@@ -221,7 +252,7 @@ class RedisStore(RedisWorkflows):
             res.id, str(charge.cost_micros), str(counted_tokens(charge.tokens)), f(now),
             str(int(charge.sent)), str(int(charge.is_retry)), str(int(charge.is_fallback)),
             str(int(charge.partial)), "0" if wid is None else "1",
-            "0" if res.period_start is None else "1", f"{tenant}:{wid or ''}",
+            "0" if res.period_start is None else "1", wid or "",
             str(self.workflow_ttl_s), str(self.ledger_maxlen), str(self.settled_ttl_s),
             opt(res.cap_micros), opt(res.cap_tokens), str(window_ttl), wid or "",
             str(len(entry)),
@@ -285,30 +316,35 @@ class RedisStore(RedisWorkflows):
 
     # -- upkeep -----------------------------------------------------------------
     async def sweep(self, now: float) -> int:
-        """Expire every hold whose lease ran out, tenant by tenant from the
-        ``lease_tenants`` index, and trim the running index of workflows idle longer
-        than ``workflow_ttl_s`` (their state has expired). Returns holds expired plus
-        index entries removed."""
+        """Expire every hold whose lease ran out and trim the running indexes of
+        workflows idle longer than ``workflow_ttl_s`` (their state has expired),
+        tenant by tenant from the registry, each tenant in scripts of its own slot.
+        Returns holds expired plus index entries removed."""
         check_time("now", now)
         self._c.epoch.guard()
-        count = 0
-        while True:
-            pending = self._c.redis().zrangebyscore(
-                self._lease_tenants, "-inf", f(now), start=0, num=SWEEP_BATCH
+        tenants = await self._c.tenants()
+        count, failed = 0, None
+        for i in range(0, len(tenants), SWEEP_PARALLEL):
+            batch = tenants[i : i + SWEEP_PARALLEL]
+            done = await asyncio.gather(
+                *(self._sweep_tenant(t, now) for t in batch), return_exceptions=True
             )
-            tenants = await self._c.do(cast(Awaitable[list[bytes]], pending))
-            for tenant in tenants:
-                count += await self._sweep_tenant(tenant.decode(), now)
-            if len(tenants) < SWEEP_BATCH:
-                break
-        cutoff = f"({f(now - self.workflow_ttl_s)}"
-        trimmed = self._c.redis().zremrangebyscore(self._running, "-inf", cutoff)
-        return count + int(await self._c.do(trimmed))
+            for result in done:
+                if isinstance(result, StoreUnavailable):
+                    failed = failed or result  # one shard down: sweep the others anyway
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    count += result
+        if failed is not None:
+            raise failed
+        return count
 
     async def _sweep_tenant(self, tenant: str, now: float) -> int:
         base, count = self._c.base(tenant), 0
-        keys = [f"{base}:leases", self._lease_tenants]
-        args = [base, f(now), str(self.workflow_ttl_s), tenant, str(SWEEP_BATCH)]
+        keys = [f"{base}:leases", f"{base}:running"]
+        cutoff = f(now - self.workflow_ttl_s)
+        args = [base, f(now), str(self.workflow_ttl_s), cutoff, str(SWEEP_BATCH)]
         while True:
             reply = await self._c.tenant_script("sweep_tenant", tenant, keys, args, fenced=False)
             count += int(reply[1]) + int(reply[2])

@@ -1,16 +1,19 @@
-"""The connection side of ``RedisStore``: the pool, the registered scripts, the
-translation of redis-py's errors into StoreUnavailable (once, here), and the runner
-of tenant scripts with their fence and epoch guard (``redis_scripts``,
-``redis_epoch``)."""
+"""The connection side of ``RedisStore``: the pool (a single Redis, or Redis Cluster
+through redis-py's ``RedisCluster``; ``redis_url``), the registered scripts, the
+translation of redis-py's errors into StoreUnavailable (once, here), the registry of
+tenants (what the sweeps go through) and the runner of tenant scripts with their
+fence and epoch guard (``redis_scripts``, ``redis_epoch``)."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -19,10 +22,12 @@ from accounting.store import redis_scripts as lua
 from accounting.store import redis_scripts_admin as lua_admin
 from accounting.store import redis_scripts_workflows as lua_wf
 from accounting.store.common import MAX_STORE_INT
-from accounting.store.redis_codec import f
+from accounting.store.redis_codec import check_prefix, f, store_key
 from accounting.store.redis_epoch import Epoch
+from accounting.store.redis_url import ClusterUrl, parse_cluster_url
 
 T = TypeVar("T")
+Client = aioredis.Redis | RedisCluster
 
 # Errors meaning "Redis cannot be used right now"; anything else is a bug and surfaces.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -31,6 +36,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     rexc.ReadOnlyError,
     rexc.OutOfMemoryError,
     rexc.MasterDownError,
+    rexc.ClusterDownError,  # a failover in progress, slots not served (MasterDownError too)
+    rexc.TryAgainError,  # slots moving between shards
+    rexc.SlotNotCoveredError,
     OSError,
 )
 
@@ -84,35 +92,52 @@ class ScriptClient:
         max_connections: int,
         pool_timeout: float,
     ) -> None:
+        check_prefix(prefix)
         self.url = url
         self.prefix = prefix
+        self.cluster: ClusterUrl | None = parse_cluster_url(url)
         self.epoch = Epoch(prefix)
         self._fence_s = socket_timeout * 0.5
         self._pool_kwargs: dict[str, Any] = {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": socket_connect_timeout,
             "max_connections": max_connections,
-            "timeout": pool_timeout,
             "retry": Retry(NoBackoff(), 0),  # a retried script could run twice
             **_stale_connection_checks(),
         }
-        self._client: aioredis.Redis | None = None
-        self._scripts: dict[str, Any] = {}
+        self._pool_timeout = pool_timeout
+        self._client: Client | None = None
+        self._shas = {
+            name: hashlib.sha1(src.encode()).hexdigest() for name, src in _SCRIPTS.items()
+        }
+        self._tenants = store_key(prefix, "tenants")
+        self._registered: set[str] = set()
 
     async def open(self) -> None:
         if self._client is not None:
             return
-        pool = aioredis.BlockingConnectionPool.from_url(self.url, **self._pool_kwargs)
-        client = aioredis.Redis(connection_pool=pool)
-        self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+        client: Client
+        if self.cluster is None:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url, timeout=self._pool_timeout, **self._pool_kwargs
+            )
+            client = aioredis.Redis(connection_pool=pool)
+        else:
+            # no blocking pool here: past max_connections (per node) a call fails at once
+            client = RedisCluster(
+                startup_nodes=self.cluster.nodes(), require_full_coverage=False,
+                **self.cluster.options, **self._pool_kwargs,
+            )  # fmt: skip
         self._client = client
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
+        if isinstance(client, RedisCluster):
+            await client.aclose()
+        elif client is not None:
             await client.aclose(close_connection_pool=True)
 
-    def redis(self) -> aioredis.Redis:
+    def redis(self) -> Client:
         if self._client is None:
             raise StoreUnavailable("the redis store is not open")
         return self._client
@@ -129,11 +154,46 @@ class ScriptClient:
     async def script(self, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
         """Run a script; an ``invalid`` answer (an argument out of range, refused by the
         script before it wrote anything) raises ValueError."""
-        self.redis()
-        reply = await self.do(self._scripts[name](keys=list(keys), args=list(args)))
+        reply = await self.do(self._run(name, keys, args))
         if isinstance(reply, list) and reply and reply[0] == b"invalid":
             raise _invalid(name, args, reply)
         return reply
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self.evalsha_or_eval(_SCRIPTS[name], keys, args, self._shas[name])
+
+    async def evalsha_or_eval(
+        self, source: str, keys: Sequence[str], args: Sequence[Any], sha: str | None = None
+    ) -> Any:
+        """Run a Lua script (not translating errors: see ``do``): EVALSHA, and EVAL when
+        the node answering does not have it yet (a restart, a promoted replica). NOSCRIPT
+        means nothing ran, and EVAL caches the script on that node alone; redis-py's own
+        fallback loads it on every master, which fails while any master is down. For
+        scripts of other modules too, whose keys share one tenant's tag."""
+        client = self.redis()
+        digest = sha or hashlib.sha1(source.encode()).hexdigest()
+        try:
+            return await client.evalsha(digest, len(keys), *keys, *args)
+        except rexc.NoScriptError:
+            return await client.eval(source, len(keys), *keys, *args)
+
+    # -- the tenant registry --------------------------------------------------------
+    async def register(self, tenant: str) -> None:
+        """Name the tenant in the store-wide registry (``{%store}:tenants``) before its
+        first script in this process: the registry is a superset of the tenants with
+        state, so the sweeps reach every tenant without KEYS or SCAN."""
+        if tenant not in self._registered:
+            await self.do(self.redis().sadd(self._tenants, tenant))
+            self._registered.add(tenant)
+
+    async def tenants(self) -> list[str]:
+        """Every registered tenant, after naming again those this process used (so a
+        registry lost with its shard is rebuilt by the replicas that serve them)."""
+        client = self.redis()
+        if self._registered:
+            await self.do(client.sadd(self._tenants, *self._registered))
+        found = await self.do(cast(Awaitable[set[bytes]], client.smembers(self._tenants)))
+        return sorted(member.decode(errors="replace") for member in found)
 
     async def tenant_script(
         self, name: str, tenant: str, keys: Sequence[str], args: Sequence[Any], fenced: bool
@@ -145,6 +205,7 @@ class ScriptClient:
         flag: str | None = None
         for _ in range(3):
             used = await self.epoch.current(self.script)
+            await self.register(tenant)
             flag = flag or self.epoch.flag(tenant)
             # real time, not the injected clock: the fence bounds real waiting
             fence = f(time.time() + self._fence_s) if fenced else ""

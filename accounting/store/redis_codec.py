@@ -1,5 +1,6 @@
-"""Small conversions of ``RedisStore``: tenant names, numbers as script arguments, and
-script replies back into ``WorkflowState``, ``BudgetExceeded`` and ``GuardrailRefused``."""
+"""Small conversions of ``RedisStore``: tenant names and hash tags (``tenant_tag``,
+``store_key``), numbers as script arguments, and script replies back into
+``WorkflowState``, ``BudgetExceeded`` and ``GuardrailRefused``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,32 @@ from accounting.store.guardrails import refused
 def tenant_of(key: str) -> str:
     """The gateway key, escaped so it holds no ``:`` and no hash-tag braces."""
     return key.replace("%", "%25").replace("{", "%7B").replace("}", "%7D").replace(":", "%3A")
+
+
+# The hash tag of the store-wide keys (epoch, reset flag, readiness, tenant registry,
+# costs by kind). No escaped tenant can be ``%store``: ``tenant_of`` turns every ``%``
+# into ``%25``, so a lone ``%`` followed by ``s`` never appears in one.
+STORE_TAG = "%store"
+
+
+def check_prefix(prefix: str) -> None:
+    """A key prefix must not hold hash-tag braces: the first ``{...}`` of every key
+    must be the tenant's (or the store's) tag."""
+    if "{" in prefix or "}" in prefix:
+        raise ValueError(f"redis key prefix {prefix!r} must not contain '{{' or '}}'")
+
+
+def tenant_tag(prefix: str, key: str) -> str:
+    """``<prefix>{<tenant>}``: the base of every Redis key of gateway key ``key``. Keys
+    that start with it share one hash tag, hence one cluster slot, so one Lua script
+    may change them all atomically (on Redis Cluster and on a single Redis alike)."""
+    return f"{prefix}{{{tenant_of(key)}}}"
+
+
+def store_key(prefix: str, name: str) -> str:
+    """A store-wide key, ``<prefix>{%store}:<name>``; every store-wide key shares the
+    one slot of ``STORE_TAG``."""
+    return f"{prefix}{{{STORE_TAG}}}:{name}"
 
 
 def f(value: float) -> str:

@@ -5,8 +5,12 @@ A Redis without persistence comes back empty after a restart, and a failover can
 promote an empty replica. Budgets would then silently start from zero: spend, holds
 and caps gone, idempotency records gone. So the store has an *epoch*:
 
-* ``<prefix>epoch`` holds the store's epoch E. The first store to open an empty Redis
-  writes ``boot:<random>``; an operator accepting a reset writes ``accepted:<random>``.
+* ``<prefix>{%store}:epoch`` holds the store's epoch E. The first store to open an
+  empty Redis writes ``boot:<random>`` (or, on a single Redis that an older version
+  used, adopts that version's ``<prefix>epoch``, so tenant data written under it stays
+  valid); an operator accepting a reset writes ``accepted:<random>``. The store-wide
+  keys (``epoch``, ``reset_detected``, ``ready``) share the ``{%store}`` hash tag, so
+  the scripts below touch one cluster slot.
 * ``B:epoch`` (``B`` = a tenant's hash-tagged base) holds E too, in the tenant's own
   slot, and every tenant script checks it first (``guard()`` in ``redis_scripts``):
   equal -> go on; missing for a tenant this process never saw -> write E and go on;
@@ -19,7 +23,7 @@ that an accepted reset does not raise a false alarm: a store-wide epoch that is
 ``accepted:`` and not its own means another replica accepted a reset while this one
 was not looking (adopt it, retry once); its own epoch store-wide, for a tenant this
 process never saw, means the marker is a leftover written before an acceptance
-(rewrite it, retry once). Anything else is a loss: ``<prefix>reset_detected`` is
+(rewrite it, retry once). Anything else is a loss: ``<prefix>{%store}:reset_detected`` is
 written (a small JSON: detected_at, reason, the lost epoch) and StoreReset raised.
 The periodic ``check`` reads the same keys: the epoch gone or changed (to anything
 but an ``accepted:`` one, which is adopted), or ``reset_detected`` present, puts the
@@ -33,6 +37,11 @@ and the epoch is the one that was lost (the data came back: a failback to the ol
 primary) or an ``accepted:`` one (an operator accepted, ``accept_reset``). Leaving
 forgets the tenants seen, since their data is not what it was. ``detected_at`` is the
 wall clock: an operator-facing time, never compared with leases.
+
+On Redis Cluster the store-wide keys live on the shard of ``{%store}`` and each
+tenant's marker on its tenant's shard, so a shard that comes back empty is found
+tenant by tenant, by a process that has seen the tenant (its flag ``1``), and then
+recorded store-wide like any loss.
 
 What an accepted reset means for money: spend and holds recorded before the loss are
 gone; each workflow starts again from zero spend, its cap re-created from the next
@@ -50,7 +59,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from accounting.errors import StoreReset
-from accounting.store.redis_codec import f
+from accounting.store.redis_codec import f, store_key
 
 Run = Callable[[str, Sequence[str], Sequence[str]], Awaitable[Any]]
 
@@ -61,8 +70,9 @@ class Epoch:
     """This process's view of the store's epoch, and the scripts that move it."""
 
     def __init__(self, prefix: str) -> None:
-        self._keys = [f"{prefix}epoch", f"{prefix}reset_detected"]
-        self._ready = f"{prefix}ready"
+        self._keys = [store_key(prefix, "epoch"), store_key(prefix, "reset_detected")]
+        self._ready = store_key(prefix, "ready")
+        self.legacy = ""  # an older layout's epoch, adopted if the store has none
         self.value: str | None = None  # E; in the reset state, the epoch that was lost
         self.reset: dict[str, object] | None = None
         self._established = False
@@ -109,7 +119,7 @@ class Epoch:
 
     # -- open, check, accept -------------------------------------------------------
     async def establish(self, run: Run) -> None:
-        reply = await run("open", self._keys, [f"boot:{secrets.token_hex(8)}"])
+        reply = await run("open", self._keys, [f"boot:{secrets.token_hex(8)}", self.legacy])
         if reply[0] == b"reset":
             self._enter_reset(reply[1])
         else:

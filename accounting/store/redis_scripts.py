@@ -3,8 +3,10 @@ This file has the request path (reserve, settle); ``redis_lua`` the shared prelu
 ``redis_scripts_workflows`` a workflow's life (status, completion, cancellation,
 heartbeat, listing), ``redis_scripts_admin`` the rest.
 
-Key layout (``B`` = ``<prefix>{<tenant>}``, the tenant being the escaped gateway key;
-everything of one tenant shares its hash tag, so one tenant is one cluster slot):
+Key layout (``B`` = ``<prefix>{<tenant>}``, ``redis_codec.tenant_tag``, the tenant
+being the escaped gateway key; ``S`` = ``<prefix>{%store}``). Everything one script
+changes shares one hash tag, so every script touches one cluster slot, and the same
+layout serves a single Redis and Redis Cluster:
 
 * ``B:epoch``          string the store's epoch as this tenant's data last saw it
 * ``B:wf:<workflow>``  hash   the workflow (fields named like ``WorkflowState``,
@@ -20,15 +22,22 @@ everything of one tenant shares its hash tag, so one tenant is one cluster slot)
 * ``B:kp:<start>``     hash   the key's budget window: spent_micros, reserved_micros
 * ``B:kh:<start>``     zset   the window's live holds, scored by expires_at
 * ``B:leases``         zset   every live hold of the tenant, scored by expires_at
+* ``B:running``        zset   the tenant's running workflows (ids) by last_seen_at
+* ``B:ledger``         stream one entry per settle of the tenant, capped (``MAXLEN ~``)
 * ``B:idem:<scope>``   hash   an idempotency record
-* ``<prefix>running``  zset   running workflows (``<tenant>:<workflow>``) by last_seen_at
-* ``<prefix>lease_tenants`` zset tenants with live holds, scored at or below their
-  earliest lease (the periodic sweep's index: no KEYS or SCAN)
-* ``<prefix>ledger``   stream one entry per settle, capped (``MAXLEN ~``)
-* ``<prefix>kind:<name>`` list the last ``KIND_COSTS_KEPT`` costs of completed
-  workflows of that kind, newest first; ``<prefix>kinds`` set the kinds (both global,
-  plain commands outside the tenant scripts, expiring a workflow TTL after the last)
-* ``<prefix>epoch``, ``<prefix>reset_detected``, ``<prefix>ready``: see ``redis_epoch``
+* ``S:tenants``        set    every tenant that has had state (``ScriptClient.register``,
+  before its first script in a process): what the sweep and the stalled listing go
+  through, tenant by tenant, with no KEYS or SCAN
+* ``S:kind:<name>``    list   the last ``KIND_COSTS_KEPT`` costs of completed workflows
+  of that kind, newest first; ``S:kinds`` set the kinds (plain commands outside the
+  tenant scripts, one MULTI in one slot, expiring a workflow TTL after the last)
+* ``S:epoch``, ``S:reset_detected``, ``S:ready``: see ``redis_epoch``
+
+An older layout kept ``<prefix>running``, ``<prefix>lease_tenants``,
+``<prefix>ledger``, ``<prefix>epoch``, ``<prefix>kinds`` and ``<prefix>kind:<name>``
+outside any tag; they are no longer written. ``RedisStore.open`` adopts the old epoch
+and registers the tenants of the old indexes (a single Redis only: Redis Cluster was
+never supported by that layout); the rest is not read (see the README's upgrade note).
 
 Every tenant script begins with ``guard()``: KEYS[1] is ``B:epoch``, ARGV[1] the
 store's epoch, ARGV[2] whether this process has seen the tenant's marker (``1``,
@@ -57,13 +66,14 @@ from __future__ import annotations
 from accounting.store.redis_lua import PRELUDE
 
 # KEYS: 1 epoch marker, 2 workflow, 3 workflow holds, 4 window, 5 window holds,
-#       6 new hold, 7 running, 8 tenant leases, 9 lease tenants, 10 fingerprint
-#       counts, 11 fingerprint recency, 12 the tenant's workflow index
-# ARGV: 1-3 guard, 4 base, 5 running member, 6 reservation id, 7 amount, 8 tokens,
+#       6 new hold, 7 the tenant's running index, 8 tenant leases, 9 fingerprint
+#       counts, 10 fingerprint recency, 11 the tenant's workflow index
+# ARGV: 1-3 guard, 4 base, 5 workflow id (running index member), 6 reservation id,
+#       7 amount, 8 tokens,
 #       9 now, 10 expires_at, 11 workflow id ('' = none), 12 cap_micros ('' = none),
 #       13 cap_tokens ('' = none), 14 step given ('1'/'0'), 15 step,
 #       16 key limit ('' = no key budget), 17 window start, 18 window ttl s,
-#       19 workflow ttl s, 20 hold ttl s, 21 tenant, 22 timeout s ('' = none),
+#       19 workflow ttl s, 20 hold ttl s, 21 tenant (unused), 22 timeout s ('' = none),
 #       23 max calls ('' = none), 24 name ('' = none), 25 new call ('1'/'0'),
 #       26 fingerprint ('' = not counted), 27 max identical, 28 fingerprints kept
 # Reply: ok | workflow | tokens | key (budgets) | cancelled | expired | call_limit |
@@ -102,7 +112,7 @@ local function guardrails(w)
   if w[2] and tonumber(now) >= num(w[2]) then return {'expired', hgetall(wf)} end
   if new_call and w[3] and num(w[4]) >= num(w[3]) then return {'call_limit', hgetall(wf)} end
   if fp ~= '' then
-    local seen = redis.call('HGET', KEYS[10], fp)
+    local seen = redis.call('HGET', KEYS[9], fp)
     if seen and num(seen) >= tonumber(ARGV[27]) then return {'loop', hgetall(wf), seen} end
   end
   return nil
@@ -114,15 +124,15 @@ local function count_call()
   incr(wf, 'requests', 1)
   if fp == '' then return end
   local seq = num(redis.call('HGET', wf, 'requests'))
-  if redis.call('ZADD', KEYS[11], seq, fp) == 1 then
-    local over = redis.call('ZCARD', KEYS[11]) - tonumber(ARGV[28])
+  if redis.call('ZADD', KEYS[10], seq, fp) == 1 then
+    local over = redis.call('ZCARD', KEYS[10]) - tonumber(ARGV[28])
     if over > 0 then
-      local old = redis.call('ZPOPMIN', KEYS[11], over)
-      for i = 1, #old, 2 do redis.call('HDEL', KEYS[10], old[i]) end
+      local old = redis.call('ZPOPMIN', KEYS[10], over)
+      for i = 1, #old, 2 do redis.call('HDEL', KEYS[9], old[i]) end
     end
   end
-  incr(KEYS[10], fp, 1)
-  keep_alive(ARGV[19], KEYS[10], KEYS[11])
+  incr(KEYS[9], fp, 1)
+  keep_alive(ARGV[19], KEYS[9], KEYS[10])
 end
 
 if has_wf then
@@ -139,8 +149,8 @@ if has_wf then
   if redis.call('HGET', wf, 'status') == 'running' then
     redis.call('ZADD', KEYS[7], now, ARGV[5])
   end
-  redis.call('ZADD', KEYS[12], 0, ARGV[11])
-  keep_alive(ARGV[19], wf, KEYS[10], KEYS[11], KEYS[12])
+  redis.call('ZADD', KEYS[11], 0, ARGV[11])
+  keep_alive(ARGV[19], wf, KEYS[9], KEYS[10], KEYS[11], KEYS[7])
   local w = redis.call('HMGET', wf, 'stop_reason', 'deadline_at', 'max_calls', 'requests',
     'cap_micros', 'cap_tokens', 'spent_micros', 'reserved_micros', 'tokens_spent',
     'tokens_reserved')
@@ -186,18 +196,18 @@ end
 if has_wf or has_kb then
   -- no TTL: settles and sweeps empty it, and Redis drops an empty zset
   redis.call('ZADD', KEYS[8], ARGV[10], ARGV[6])
-  redis.call('ZADD', KEYS[9], 'LT', ARGV[10], ARGV[21])
 end
 return {'ok', state}
 """
 )
 
 # KEYS: 1 epoch marker, 2 hold, 3 workflow, 4 workflow holds, 5 window, 6 window holds,
-#       7 running, 8 ledger, 9 tenant leases, 10 the tenant's workflow index,
-#       11 fingerprint counts, 12 fingerprint recency
+#       7 the tenant's running index, 8 the tenant's ledger, 9 tenant leases, 10 the
+#       tenant's workflow index, 11 fingerprint counts, 12 fingerprint recency
 # ARGV: 1-3 guard, 4 reservation id, 5 cost, 6 counted tokens, 7 now, 8 sent,
 #       9 retry, 10 fallback, 11 partial, 12 has workflow, 13 has window,
-#       14 running member, 15 workflow ttl s, 16 ledger max length, 17 tombstone ttl s,
+#       14 workflow id (running index member), 15 workflow ttl s, 16 ledger max length
+#       (per tenant), 17 tombstone ttl s,
 #       18 cap_micros ('' = none), 19 cap_tokens ('' = none), 20 re-created window
 #       ttl s, 21 workflow id, 22 ledger entry count n, then n field/value pairs, then
 #       kind/count pairs
@@ -268,7 +278,7 @@ if has_wf and redis.call('EXISTS', wf) == 1 then
   if redis.call('HGET', wf, 'status') == 'running' then
     redis.call('ZADD', KEYS[7], now, ARGV[14])
   end
-  keep_alive(ARGV[15], wf, KEYS[10], KEYS[11], KEYS[12])
+  keep_alive(ARGV[15], wf, KEYS[10], KEYS[11], KEYS[12], KEYS[7])
 end
 if has_kb and redis.call('EXISTS', KEYS[5]) == 1 then
   incr(KEYS[5], 'spent_micros', cost)
@@ -283,6 +293,7 @@ redis.call('EXPIRE', hold, ARGV[17])
 local entry = {}
 for i = 23, 22 + 2 * tonumber(ARGV[22]) do entry[#entry + 1] = ARGV[i] end
 redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[16], '*', unpack(entry))
+redis.call('EXPIRE', KEYS[8], ARGV[15])
 return {outcome, state()}
 """
 )

@@ -31,15 +31,17 @@ return {'ok', hgetall(wf)}
 """
 )
 
-# Expire up to ``limit`` of the tenant's holds whose lease ran out, then put the
-# tenant back in the index at its earliest remaining lease, or take it out.
-# KEYS: 1 epoch marker, 2 tenant leases, 3 lease tenants
-# ARGV: 1-3 guard, 4 base, 5 now, 6 expired-hold ttl s, 7 tenant, 8 limit
+# Expire up to ``limit`` of the tenant's holds whose lease ran out, and drop from the
+# tenant's running index the workflows idle since before the cutoff (their state has
+# expired). Every key is the tenant's: one slot.
+# KEYS: 1 epoch marker, 2 tenant leases, 3 tenant running index
+# ARGV: 1-3 guard, 4 base, 5 now, 6 expired-hold ttl s, 7 running cutoff (exclusive),
+#       8 limit
 # Reply: ok, holds expired, index entries removed, 1 if more may be due
 SWEEP_TENANT = (
     PRELUDE
     + """
-local bad = bad_args('m3 n5 i6 i8')
+local bad = bad_args('m3 n5 i6 n7 i8')
 if bad then return bad end
 local g = guard()
 if g then return g end
@@ -50,13 +52,7 @@ for _, id in ipairs(due) do
   expired = expired + expire_hold(ARGV[4], id, ARGV[6])
   redis.call('ZREM', KEYS[2], id)
 end
-local removed = 0
-local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-if #first == 0 then
-  removed = redis.call('ZREM', KEYS[3], ARGV[7])
-else
-  redis.call('ZADD', KEYS[3], first[2], ARGV[7])
-end
+local removed = redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[7])
 local more = 0
 if #due == limit then more = 1 end
 return {'ok', expired, removed, more}
@@ -119,13 +115,15 @@ return {'ok'}
 )
 
 # -- the store-wide epoch (see redis_epoch) -----------------------------------------
-# KEYS: 1 epoch, 2 reset_detected. ARGV: 1 a new boot epoch, used if there is none
+# KEYS: 1 epoch, 2 reset_detected. ARGV: 1 a new boot epoch, used if there is none,
+# 2 an older layout's epoch ('' = none), used before a new one
 OPEN = """
 local found = redis.call('GET', KEYS[2])
 if found then return {'reset', found} end
 local e = redis.call('GET', KEYS[1])
 if not e then
   e = ARGV[1]
+  if ARGV[2] and ARGV[2] ~= '' then e = ARGV[2] end
   redis.call('SET', KEYS[1], e)
 end
 return {'ok', e}

@@ -3,10 +3,10 @@ completion, cancellation, heartbeats and the paged listing. Key layout, ``guard(
 and the argument checks (``bad_args``, before any write): ``redis_scripts``.
 
 Completion, cancellation and heartbeats share their keys and first arguments:
-KEYS: 1 epoch marker, 2 workflow, 3 workflow holds, 4 running, 5 the tenant's
-workflow index, 6 fingerprint counts, 7 fingerprint recency;
-ARGV: 1-3 guard, 4 base, 5 now, 6 expired-hold ttl s, 7 running member,
-8 workflow ttl s, then each script's own. Each sweeps the workflow's expired holds
+KEYS: 1 epoch marker, 2 workflow, 3 workflow holds, 4 the tenant's running index,
+5 the tenant's workflow index, 6 fingerprint counts, 7 fingerprint recency;
+ARGV: 1-3 guard, 4 base, 5 now, 6 expired-hold ttl s, 7 workflow id (running index
+member), 8 workflow ttl s, then each script's own. Each sweeps the workflow's expired holds
 first and answers ``ok`` and the workflow's fields (none: no such workflow; nothing
 is created).
 """
@@ -95,7 +95,7 @@ if ARGV[11] ~= '' then redis.call('HSET', wf, 'progress', ARGV[11]) end
 if redis.call('HGET', wf, 'status') == 'running' then
   redis.call('ZADD', KEYS[4], now, ARGV[7])
 end
-keep_alive(ARGV[8], wf, KEYS[5], KEYS[6], KEYS[7])
+keep_alive(ARGV[8], wf, KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 return {'ok', hgetall(wf)}
 """,
 )

@@ -2,7 +2,9 @@
 so the store itself keeps the request path): status, completion, cancellation,
 heartbeats, admin caps, the listings, the cancel poll, and the costs of completed
 workflows by kind. Scripts: ``redis_scripts_workflows``; key layout:
-``redis_scripts``."""
+``redis_scripts``. What spans tenants (the stalled listing and count, the cancel
+poll) is one single-slot read per tenant or workflow; the costs by kind live in the
+store-wide slot."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from accounting.store.common import (
 )
 from accounting.store.guardrails import median
 from accounting.store.redis_client import ScriptClient
-from accounting.store.redis_codec import f, opt, state, tenant_of
+from accounting.store.redis_codec import f, opt, state, store_key, tenant_of
 
 LIST_SCAN = 200  # index entries one listing script looks at
 
@@ -39,7 +41,6 @@ class RedisWorkflows:
     _c: ScriptClient
     prefix: str
     workflow_ttl_s: int
-    _running: str
 
     async def get_workflow(self, key: str, workflow_id: str, now: float) -> WorkflowState | None:
         check_time("now", now)
@@ -63,11 +64,11 @@ class RedisWorkflows:
         tenant = tenant_of(key)
         base, wid = self._c.base(tenant), workflow_id
         keys = [
-            f"{base}:wf:{wid}", f"{base}:wh:{wid}", self._running, f"{base}:wfs",
+            f"{base}:wf:{wid}", f"{base}:wh:{wid}", f"{base}:running", f"{base}:wfs",
             f"{base}:fp:{wid}", f"{base}:fpo:{wid}",
         ]  # fmt: skip
         ttl_s = str(self.workflow_ttl_s)
-        args = [base, f(now), ttl_s, f"{tenant}:{wid}", ttl_s, *extra]
+        args = [base, f(now), ttl_s, wid, ttl_s, *extra]
         reply = await self._c.tenant_script(script, tenant, keys, args, fenced=True)
         return state(key, workflow_id, reply[1])
 
@@ -137,36 +138,46 @@ class RedisWorkflows:
         return page, (page[-1].workflow_id if len(found) > limit else None)
 
     async def list_stalled(self, idle_before: float, limit: int = 100) -> list[WorkflowState]:
-        """Each after sweeping its holds that ran out by ``idle_before`` (there is no
-        ``now`` here; every hold expired so has truly run out)."""
+        """Oldest first, from each registered tenant's running index, each workflow
+        after sweeping its holds that ran out by ``idle_before`` (there is no ``now``
+        here; every hold expired so has truly run out)."""
         check_time("idle_before", idle_before)
         check_limit(limit)
         self._c.epoch.guard()
         found: list[WorkflowState] = []
+        for tenant in await self._c.tenants():
+            found += await self._stalled_of(tenant, idle_before, limit)
+        found.sort(key=lambda s: (s.last_seen_at, s.key, s.workflow_id))
+        return found[:limit]
+
+    async def _stalled_of(self, tenant: str, idle_before: float, limit: int) -> list[WorkflowState]:
+        """Up to ``limit`` of one tenant's stalled workflows, oldest first; index
+        entries whose workflow expired are dropped."""
+        running, key = f"{self._c.base(tenant)}:running", unquote(tenant)
+        found: list[WorkflowState] = []
         offset = 0
         while len(found) < limit:
             pending = self._c.redis().zrangebyscore(
-                self._running, "-inf", f"({f(idle_before)}", start=offset, num=limit
+                running, "-inf", f"({f(idle_before)}", start=offset, num=limit
             )
             members = await self._c.do(cast(Awaitable[list[bytes]], pending))
-            states, gone = await self._load_members(members, idle_before)
+            states, gone = await self._load_members(tenant, key, members, idle_before)
             found += [s for s in states if s.status == "running" and s.last_seen_at < idle_before]
             if gone:
-                await self._c.do(self._c.redis().zrem(self._running, *gone))
+                await self._c.do(self._c.redis().zrem(running, *gone))
             if len(members) < limit:
                 break
             offset += len(members) - len(gone)
         return found[:limit]
 
     async def _load_members(
-        self, members: list[bytes], now: float
+        self, tenant: str, key: str, members: list[bytes], now: float
     ) -> tuple[list[WorkflowState], list[bytes]]:
         """The workflows behind running-index members, and the members whose state
-        expired (or that name no workflow: they are dropped from the index)."""
+        expired (they are dropped from the index)."""
         states, gone = [], []
         for member in members:
-            tenant, sep, wid = member.decode(errors="replace").partition(":")
-            found = await self._status(tenant, unquote(tenant), wid, now) if sep else None
+            found = await self._status(tenant, key, member.decode(errors="replace"), now)
             if found is None:
                 gone.append(member)
             else:
@@ -174,10 +185,18 @@ class RedisWorkflows:
         return states, gone
 
     async def count_stalled(self, idle_before: float) -> int:
+        """One pipeline of a ZCOUNT per registered tenant (on a cluster, one round trip
+        per node)."""
         check_time("idle_before", idle_before)
         self._c.epoch.guard()
-        pending = self._c.redis().zcount(self._running, "-inf", f"({f(idle_before)}")
-        return int(await self._c.do(pending))
+        tenants = await self._c.tenants()
+        if not tenants:
+            return 0
+        pipe = self._c.redis().pipeline(transaction=False)
+        for tenant in tenants:
+            pipe.zcount(f"{self._c.base(tenant)}:running", "-inf", f"({f(idle_before)}")
+        counts: list[int] = await self._c.do(pipe.execute())
+        return sum(int(c) for c in counts)
 
     async def cancelled_among(self, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """One pipeline (one round trip): HEXISTS of each workflow's ``stop_reason``."""
@@ -192,12 +211,12 @@ class RedisWorkflows:
 
     # -- costs by kind ------------------------------------------------------------
     async def note_completed_cost(self, name: str, cost_micros: int, now: float) -> None:
-        """One MULTI/EXEC of plain commands on the global ``kind:<name>`` list and the
-        ``kinds`` set; both expire a workflow TTL after the last cost (``now`` is
-        unused: Redis keeps time for TTLs)."""
+        """One MULTI/EXEC of plain commands on the store-wide ``kind:<name>`` list and
+        ``kinds`` set (one slot); both expire a workflow TTL after the last cost
+        (``now`` is unused: Redis keeps time for TTLs)."""
         check_kind_cost(name, cost_micros, now)
         self._c.epoch.guard()
-        kind, kinds = f"{self.prefix}kind:{name}", f"{self.prefix}kinds"
+        kind, kinds = store_key(self.prefix, f"kind:{name}"), store_key(self.prefix, "kinds")
         pipe = self._c.redis().pipeline(transaction=True)
         pipe.lpush(kind, str(cost_micros))
         pipe.ltrim(kind, 0, KIND_COSTS_KEPT - 1)
@@ -210,14 +229,14 @@ class RedisWorkflows:
         """Two round trips: the kinds, then their lists (a kind whose list expired is
         dropped from the set)."""
         self._c.epoch.guard()
-        kinds = f"{self.prefix}kinds"
+        kinds = store_key(self.prefix, "kinds")
         members = await self._c.do(cast(Awaitable[set[bytes]], self._c.redis().smembers(kinds)))
         names = sorted(m.decode(errors="replace") for m in members)
         if not names:
             return {}
         pipe = self._c.redis().pipeline(transaction=False)
         for name in names:
-            pipe.lrange(f"{self.prefix}kind:{name}", 0, -1)
+            pipe.lrange(store_key(self.prefix, f"kind:{name}"), 0, -1)
         lists: list[list[bytes]] = await self._c.do(pipe.execute())
         gone = [name for name, costs in zip(names, lists, strict=True) if not costs]
         if gone:

@@ -1,10 +1,14 @@
 """``SqliteStore``: the embedded, durable default store.
 
-One dedicated worker thread owns the one connection; every operation runs there so
-the event loop never blocks. Writes are atomic and isolated, each in its own savepoint
-of a ``BEGIN IMMEDIATE`` transaction that commits the writes queued together (group
-commit, ``sqlite_batch``). Reads that first expire holds whose lease ran out
-(``get_workflow``, ``list_stalled``) are writes too and go the same way.
+A dedicated worker thread owns one connection; every operation off the request path
+runs there so the event loop never blocks on it. Writes are atomic and isolated, each
+in its own savepoint of a ``BEGIN IMMEDIATE`` transaction that commits the writes
+queued together (group commit, ``sqlite_batch``). Reads that first expire holds whose
+lease ran out (``get_workflow``, ``list_stalled``) are writes too and go the same way.
+The writes on every request's path (reserve, settle, the rate limits) commit on the
+event loop itself through a second connection (``sqlite_loop``: one group commit per
+loop iteration; a locked file and checkpoints go to the thread), unless the store is
+opened with ``writer="thread"``.
 
 What it keeps: spend, holds (and settled holds as tombstones, until ``sweep``),
 workflows (with their guardrails), the loop guard's counts (``workflow_calls``), key
@@ -26,11 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from accounting.errors import AccountingError, StoreUnavailable
 from accounting.store import sqlite_admin as admin
@@ -67,10 +72,17 @@ from accounting.store.common import (
     validate_settle,
 )
 from accounting.store.sqlite_batch import WriteBatcher
+from accounting.store.sqlite_limits import SqliteLimiter
+from accounting.store.sqlite_loop import LoopWriter, connect_on_loop
 from accounting.store.sqlite_schema import connect
 from accounting.store.sqlite_settle import settle
 
 T = TypeVar("T")
+log = logging.getLogger("spendgate.store")
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(RESTART)")
 
 
 class SqliteStore:
@@ -82,13 +94,17 @@ class SqliteStore:
         *,
         workflow_ttl_s: int = DEFAULT_WORKFLOW_TTL_S,
         op_timeout_s: float = 5.0,
+        writer: Literal["loop", "thread"] = "loop",
     ) -> None:
         self.path = path
         self.workflow_ttl_s = workflow_ttl_s
         self.op_timeout_s = op_timeout_s
+        self.writer = writer  # where reserve, settle and the rate limits commit
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._writes: WriteBatcher | None = None
+        self._hot: LoopWriter | None = None
+        self._checkpointing = False
         self._ids = IdSource()
 
     # -- plumbing ---------------------------------------------------------------
@@ -100,14 +116,19 @@ class SqliteStore:
             # No timeout here: a migration may take its time, and nothing waits on it.
             self._conn = await self._unavailable_on_error(self._run(connect, self.path))
             self._writes = WriteBatcher(self._executor, self._conn, self.op_timeout_s)
+            if self.writer == "loop" and self.path != ":memory:":  # (one connection only)
+                conn = connect_on_loop(self.path)
+                self._hot = LoopWriter(conn, self._writes, self._checkpoint)
         except BaseException:
             self._executor.shutdown(wait=False)
             self._executor = None
             raise
 
     async def close(self) -> None:
-        executor, conn = self._executor, self._conn
-        self._executor, self._conn, self._writes = None, None, None
+        executor, conn, hot = self._executor, self._conn, self._hot
+        self._executor, self._conn, self._writes, self._hot = None, None, None, None
+        if hot is not None:
+            hot.close()
         if executor is None:
             return
         if conn is not None:
@@ -137,6 +158,39 @@ class SqliteStore:
                 f"sqlite store {self.path}: no answer within {self.op_timeout_s:g} s"
             ) from None
 
+    def limiter(self) -> SqliteLimiter:
+        """Per-key rate limits kept in this file (``sqlite_limits``)."""
+        return SqliteLimiter(self)
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` as one atomic write on the request path (for the
+        store's companions)."""
+        return await self._hot_write(fn, *args)
+
+    async def _hot_write(self, fn: Callable[..., T], *args: Any) -> T:
+        """A write on every request's path: on the loop (``sqlite_loop``), unless the
+        store writes on its thread only."""
+        if self._hot is None:
+            return await self._write(fn, *args)
+        try:
+            result: T = await self._hot.run(fn, *args)
+        except sqlite3.OperationalError as exc:  # full, read-only, I/O error
+            raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
+        return result
+
+    def _checkpoint(self) -> None:
+        """Move the WAL into the file and restart it, on the store's thread (``sqlite_loop``)."""
+        if self._checkpointing or self._conn is None:
+            return
+        self._checkpointing = True
+        pending = self._run(_checkpoint, self._conn)
+        pending.add_done_callback(self._checkpointed)
+
+    def _checkpointed(self, done: asyncio.Future[None]) -> None:
+        self._checkpointing = False
+        if not done.cancelled() and done.exception() is not None:
+            log.warning("sqlite checkpoint failed: %s", done.exception())
+
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         """One atomic write, committed with whatever else is queued (group commit)."""
         if self._writes is None:
@@ -163,14 +217,14 @@ class SqliteStore:
     # -- budgets ----------------------------------------------------------------
     async def reserve(self, req: ReserveRequest) -> Reserved:
         validate_request(req)
-        outcome = await self._write(ops.reserve, req, self._ids())
+        outcome = await self._hot_write(ops.reserve, req, self._ids())
         if isinstance(outcome, AccountingError):  # BudgetExceeded, GuardrailRefused
             raise outcome
         return outcome
 
     async def settle(self, res: Reservation, charge: Charge, now: float) -> Settled:
         validate_settle(res, charge, now)
-        return await self._write(settle, res, charge, now)
+        return await self._hot_write(settle, res, charge, now)
 
     async def get_workflow(self, key: str, workflow_id: str, now: float) -> WorkflowState | None:
         check_time("now", now)

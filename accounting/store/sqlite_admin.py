@@ -125,6 +125,9 @@ def sweep(conn: sqlite3.Connection, now: float, cutoff: float) -> int:
     ).rowcount
     count += conn.execute(f"DELETE FROM workflows WHERE {idle}", (cutoff,)).rowcount
     count += conn.execute("DELETE FROM key_periods WHERE period_end < ?", (cutoff,)).rowcount
+    count += conn.execute("DELETE FROM rate_leases WHERE expires_at <= ?", (now,)).rowcount
+    # two windows idle: full again, so the same as no row
+    count += conn.execute("DELETE FROM rate_buckets WHERE at < ?", (now - 120,)).rowcount
     count += conn.execute(
         "DELETE FROM kind_costs WHERE name IN "
         "(SELECT name FROM kind_costs GROUP BY name HAVING MAX(at) < ?)",

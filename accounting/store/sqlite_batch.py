@@ -98,7 +98,7 @@ class WriteBatcher:
                         return
                     batch = list(self._pending)
                     self._pending.clear()
-                loop.call_soon_threadsafe(_deliver, write_batch(self._conn, batch))
+                loop.call_soon_threadsafe(deliver, write_batch(self._conn, batch))
                 batch = []
         except BaseException as exc:
             self._recover(loop, batch, exc)
@@ -117,7 +117,7 @@ class WriteBatcher:
         error = StoreUnavailable(f"the sqlite writer failed ({exc!r}); the write was not applied")
         failed: list[Outcome] = [(op.future, False, error) for op in batch]
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            loop.call_soon_threadsafe(_deliver, failed)
+            loop.call_soon_threadsafe(deliver, failed)
 
 
 def write_batch(conn: sqlite3.Connection, batch: list[Op]) -> list[Outcome]:
@@ -125,6 +125,16 @@ def write_batch(conn: sqlite3.Connection, batch: list[Op]) -> list[Outcome]:
     try:
         rollback(conn)  # a transaction some failure left open must not swallow this batch
         conn.execute("BEGIN IMMEDIATE")
+    except Exception as exc:  # noqa: BLE001 - not swallowed: every caller of the batch raises it
+        rollback(conn)
+        return [(op.future, False, exc) for op in batch]
+    return commit_batch(conn, batch)
+
+
+def commit_batch(conn: sqlite3.Connection, batch: list[Op]) -> list[Outcome]:
+    """Run ``batch`` in the transaction just begun, each operation in its own
+    savepoint, and commit it."""
+    try:
         outcomes = [_one(conn, op) for op in batch]
         conn.execute("COMMIT")
     except Exception as exc:  # noqa: BLE001 - not swallowed: every caller of the batch raises it
@@ -172,7 +182,7 @@ def _for_caller(exc: BaseException) -> Exception:
     return failed
 
 
-def _deliver(outcomes: list[Outcome]) -> None:
+def deliver(outcomes: list[Outcome]) -> None:
     for future, ok, value in outcomes:
         if future.done():  # its caller timed out or was cancelled
             continue

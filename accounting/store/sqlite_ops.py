@@ -42,9 +42,12 @@ STATE_COLUMNS = (
 )  # fmt: skip
 WF_COLUMNS = (*STATE_COLUMNS, "fingerprints")
 SELECT_WF = f"SELECT {', '.join(WF_COLUMNS)} FROM workflows"
+# An upsert, not INSERT OR REPLACE: an existing row is updated in place, where a
+# replace deletes it and inserts it again, rewriting every index entry twice.
 _SAVE_WF = (
-    f"INSERT OR REPLACE INTO workflows ({', '.join(WF_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in WF_COLUMNS)})"
+    f"INSERT INTO workflows ({', '.join(WF_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in WF_COLUMNS)}) ON CONFLICT (key, workflow_id) DO UPDATE SET "
+    + ", ".join(f"{col} = excluded.{col}" for col in WF_COLUMNS[2:])
 )
 
 
@@ -70,14 +73,19 @@ def int64(raw: object) -> int:
     """A stored integer (see ``stored_int``) clamped to what SQLite can store: a value
     that overflowed into a REAL, or text, reads back as an int that can be written
     back, so one bad row never makes its workflow unwritable."""
+    if type(raw) is int and -INT64_MAX <= raw <= INT64_MAX:  # what is nearly always there
+        return raw
     return max(-INT64_MAX, min(INT64_MAX, stored_int(raw)))
 
 
 def wf_from_row(row: sqlite3.Row) -> Wf:
     """A workflow row, whatever its columns hold (see ``int64``, ``stored_float``)."""
-    wf = {col: row[col] for col in WF_COLUMNS}
-    wf.update({col: int64(wf[col]) for col in _COUNTS})
-    wf.update({col: int64(wf[col]) for col in _CAPS if wf[col] is not None})
+    wf = dict(zip(WF_COLUMNS, row, strict=True))
+    for col in _COUNTS:
+        wf[col] = int64(wf[col])
+    for col in _CAPS:
+        if wf[col] is not None:
+            wf[col] = int64(wf[col])
     wf.update({col: stored_float(wf[col]) for col in ("started_at", "last_seen_at")})
     wf.update({col: stored_float(wf[col]) for col in _FLOATS if wf[col] is not None})
     wf.update({col: str(wf[col]) for col in _TEXTS if wf[col] is not None})
@@ -101,7 +109,9 @@ def _kinds(raw: object) -> dict[str, int]:
 def save_wf(conn: sqlite3.Connection, wf: Wf) -> None:
     """Write the row back; counters beyond 64 bits saturate rather than fail (caps are
     checked by the store before any write, ``validate_caps``)."""
-    row = {**wf, **{col: int64(wf[col]) for col in _COUNTS}}
+    row = dict(wf)
+    for col in _COUNTS:
+        row[col] = int64(row[col])
     row["tokens_by_kind"] = tokens_json({k: int64(v) for k, v in wf["tokens_by_kind"].items()})
     conn.execute(_SAVE_WF, [row[col] for col in WF_COLUMNS])
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 3
+from accounting.store.sqlite_limits import SCHEMA as LIMITS_SCHEMA
+
+SCHEMA_VERSION = 4
 
 # Holds are kept after their settle (``state = 'settled'``, a tombstone: a repeated
 # settle is then recognised as one) and after their expiry, until ``sweep`` deletes
@@ -223,12 +225,18 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
     _script(conn, _V2_TO_V3)
 
 
+def _migrate_v3(conn: sqlite3.Connection) -> None:
+    """Version 3 -> 4: per-key rate limits (``sqlite_limits``)."""
+    _script(conn, LIMITS_SCHEMA)
+
+
 def _create(conn: sqlite3.Connection) -> None:
     _script(conn, SCHEMA)
+    _script(conn, LIMITS_SCHEMA)
 
 
 # MIGRATIONS[v] takes a file from version v to v + 1.
-MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2}
+MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2, 3: _migrate_v3}
 
 
 def connect(path: str) -> sqlite3.Connection:

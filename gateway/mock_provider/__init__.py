@@ -1,10 +1,14 @@
 """A scripted fake LLM provider speaking the OpenAI and Anthropic HTTP APIs.
 
-Endpoints: ``POST /v1/chat/completions``, ``POST /v1/embeddings`` (OpenAI; need
-``Authorization: Bearer <non-empty>``), ``POST /v1/messages`` (Anthropic; need
+Endpoints: ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``POST /v1/responses``
+(OpenAI; need ``Authorization: Bearer <non-empty>``; the Responses API is described in
+``responses_api``), ``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` (Anthropic; need
 ``x-api-key`` and ``anthropic-version``), ``GET /v1/models``, and the control API:
 ``POST /_mock/script`` ``{"model": name, "steps": [step, ...], "default": step}``,
-``POST /_mock/reset``, ``GET /_mock/stats[?model=&since=]``, ``GET /_mock/health``.
+``POST /_mock/reset``, ``GET /_mock/stats[?model=&since=]`` (also ``max_concurrency``,
+the most requests answered at once, and ``rate_limited``), ``GET /_mock/health``, and
+``POST /_mock/ratelimit`` ``{"requests": N, "window_s": T}`` (``ratelimit``: the
+provider's rate-limit headers, and 429 beyond N per window).
 
 Scripts
     Each provider request whose ``model`` equals a script's name pops its next step;

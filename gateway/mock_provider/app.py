@@ -14,6 +14,8 @@ from gateway.mock_provider import errors, flow
 from gateway.mock_provider.anthropic_api import MessagesApi
 from gateway.mock_provider.exchange import Exchange, Receive, Scope, ScriptedReset, Send
 from gateway.mock_provider.openai_api import ChatCompletionsApi, EmbeddingsApi
+from gateway.mock_provider.ratelimit import RateLimit
+from gateway.mock_provider.responses_api import ResponsesApi
 from gateway.mock_provider.script import ScriptBook, ScriptError, parse_script
 from gateway.mock_provider.stats import Stats
 
@@ -24,6 +26,7 @@ Handler = Callable[["MockProvider", Exchange], Awaitable[None]]
 _CHAT = ChatCompletionsApi()
 _EMBEDDINGS = EmbeddingsApi()
 _MESSAGES = MessagesApi()
+_RESPONSES = ResponsesApi()
 
 
 class MockProvider:
@@ -36,6 +39,7 @@ class MockProvider:
     def __init__(self, script: dict[str, Any] | None = None) -> None:
         self.scripts = ScriptBook()
         self.stats = Stats()
+        self.rate = RateLimit()
         self.created = int(time.time())
         if script:
             self.scripts.load(script)
@@ -66,7 +70,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 async def _chat(app: MockProvider, ex: Exchange) -> None:
-    await flow.handle(_CHAT, ex, app.scripts, app.stats)
+    await flow.handle(_CHAT, ex, app.scripts, app.stats, app.rate)
 
 
 async def _embeddings(app: MockProvider, ex: Exchange) -> None:
@@ -74,7 +78,21 @@ async def _embeddings(app: MockProvider, ex: Exchange) -> None:
 
 
 async def _messages(app: MockProvider, ex: Exchange) -> None:
-    await flow.handle(_MESSAGES, ex, app.scripts, app.stats)
+    await flow.handle(_MESSAGES, ex, app.scripts, app.stats, app.rate)
+
+
+async def _responses(app: MockProvider, ex: Exchange) -> None:
+    await flow.handle(_RESPONSES, ex, app.scripts, app.stats, app.rate)
+
+
+async def _count_tokens(app: MockProvider, ex: Exchange) -> None:
+    """Anthropic's free prompt count: the same truth as a Messages request's prompt."""
+    body = _parse_object(await ex.read_body())
+    rejection = _MESSAGES.reject(ex.headers, body or None)
+    if rejection is not None:
+        await ex.respond_json(*rejection, [])
+        return
+    await ex.respond_json(200, {"input_tokens": _MESSAGES.prompt_tokens(body)}, [])
 
 
 async def _models(app: MockProvider, ex: Exchange) -> None:
@@ -100,8 +118,28 @@ async def _register_script(app: MockProvider, ex: Exchange) -> None:
     await ex.respond_json(200, {"ok": True, "model": body["model"], "steps": len(script.steps)}, [])
 
 
+async def _ratelimit(app: MockProvider, ex: Exchange) -> None:
+    """``POST /_mock/ratelimit {"requests": N, "window_s": T}`` (see ``ratelimit``)."""
+    body = _parse_object(await ex.read_body())
+    requests, window = body.get("requests"), body.get("window_s", 60)
+    if not isinstance(requests, int) or requests < 0 or not isinstance(window, int | float):
+        await ex.respond_json(400, {"ok": False, "error": "requests: int >= 0, window_s"}, [])
+        return
+    app.rate.configure(requests, float(window))
+    await ex.respond_json(200, {"ok": True}, [])
+
+
+def _parse_object(raw: bytes | None) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw or b"null")
+    except orjson.JSONDecodeError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 async def _reset(app: MockProvider, ex: Exchange) -> None:
     await ex.read_body()
+    app.rate.configure(0, 60.0)
     app.scripts.clear()
     app.stats.reset()
     await ex.respond_json(200, {"ok": True}, [])
@@ -124,9 +162,12 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/v1/chat/completions"): _chat,
     ("POST", "/v1/embeddings"): _embeddings,
     ("POST", "/v1/messages"): _messages,
+    ("POST", "/v1/messages/count_tokens"): _count_tokens,
+    ("POST", "/v1/responses"): _responses,
     ("GET", "/v1/models"): _models,
     ("POST", "/_mock/script"): _register_script,
     ("POST", "/_mock/reset"): _reset,
+    ("POST", "/_mock/ratelimit"): _ratelimit,
     ("GET", "/_mock/stats"): _stats,
     ("GET", "/_mock/health"): _health,
 }

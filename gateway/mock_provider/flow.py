@@ -5,13 +5,15 @@ API generate its success."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
 
 from gateway.mock_provider.exchange import JSON_TYPE, Exchange, HeaderList, encode_headers
 from gateway.mock_provider.generation import Plan, make_plan, requested_cap
+from gateway.mock_provider.ratelimit import NO_LIMIT, RateLimit
 from gateway.mock_provider.script import ScriptBook, Step
 from gateway.mock_provider.stats import PENDING, RequestRecord, Stats
 
@@ -27,6 +29,7 @@ class Call:
     prompt_tokens: int
     id_header: str
     prefill: str | None = None  # a final assistant message to continue
+    extra: HeaderList = field(default_factory=list)  # the rate limit's headers
 
     @property
     def skip(self) -> int:
@@ -51,7 +54,7 @@ class Call:
     def headers(self, *extra: tuple[bytes, bytes]) -> HeaderList:
         """Response headers: the API's request id, the step's headers, then ``extra``."""
         own = (self.id_header.encode(), f"req_mock{self.record.id}".encode())
-        return [own, *encode_headers(self.step.headers), *extra]
+        return [own, *encode_headers(self.step.headers), *self.extra, *extra]
 
 
 class ProviderApi(Protocol):
@@ -92,11 +95,13 @@ def _parse(raw: bytes) -> Any:
         return None
 
 
-async def handle(api: ProviderApi, ex: Exchange, scripts: ScriptBook, stats: Stats) -> None:
+async def handle(
+    api: ProviderApi, ex: Exchange, scripts: ScriptBook, stats: Stats, rate: RateLimit | None = None
+) -> None:
     """Serve one provider request and close its stats record however it ends."""
     record = stats.start(ex.path, ex.headers)
     try:
-        await _serve(api, ex, record, scripts, stats)
+        await _serve(api, ex, record, scripts, stats, rate or NO_LIMIT)
     except asyncio.CancelledError:
         if record.outcome == PENDING:
             record.outcome = "cancelled"
@@ -109,7 +114,12 @@ async def handle(api: ProviderApi, ex: Exchange, scripts: ScriptBook, stats: Sta
 
 
 async def _serve(
-    api: ProviderApi, ex: Exchange, record: RequestRecord, scripts: ScriptBook, stats: Stats
+    api: ProviderApi,
+    ex: Exchange,
+    record: RequestRecord,
+    scripts: ScriptBook,
+    stats: Stats,
+    rate: RateLimit,
 ) -> None:
     record.authorization = api.credential(ex.headers)
     raw = await ex.read_body()
@@ -124,6 +134,12 @@ async def _serve(
         record.status, record.outcome = status, "error"
         await ex.respond_json(status, document, [])
         return
+    admitted, limit_headers, reset_s = rate.take(ex.path)
+    if not admitted:
+        record.status, record.outcome = 429, "rate_limited"
+        retry = [*limit_headers, ("retry-after", str(max(1, math.ceil(reset_s))))]
+        await ex.respond_json(429, api.error_body(429, 0, Step()), encode_headers(retry))
+        return
     step = scripts.next_step(record.model)
     prefill = api.prefill(body)
     refused = api.prefill_error(prefill, step) if prefill is not None else None
@@ -132,6 +148,7 @@ async def _serve(
         await ex.respond_json(400, refused, [])
         return
     call = Call(ex, record, step, body, api.prompt_tokens(body), api.id_header, prefill)
+    call.extra = encode_headers(limit_headers)
     await answer(api, call)
 
 

@@ -86,17 +86,21 @@ class ModelTotals:
 class Stats:
     """Request records (bounded) and per-model totals. Used from one event loop only."""
 
-    __slots__ = ("_by_model", "_epoch", "_next_id", "_records")
+    __slots__ = ("_by_model", "_epoch", "_next_id", "_records", "in_flight", "max_in_flight")
 
     def __init__(self, max_records: int = MAX_RECORDS) -> None:
         self._records: deque[RequestRecord] = deque(maxlen=max_records)
         self._by_model: dict[str, ModelTotals] = {}
         self._next_id = 0
         self._epoch = 0
+        self.in_flight = 0  # requests being answered now
+        self.max_in_flight = 0  # the most at once since the last reset
 
     def start(self, path: str, headers: dict[str, str]) -> RequestRecord:
         """Open a record for a request that just arrived (``headers`` lower-cased)."""
         self._next_id += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         record = RequestRecord(id=self._next_id, path=path, started=time.time(), epoch=self._epoch)
         record.headers = {name: headers[name] for name in RECORDED_HEADERS if name in headers}
         self._records.append(record)
@@ -117,6 +121,7 @@ class Stats:
         if record.ended is not None:
             return
         record.ended = time.time()
+        self.in_flight -= 1
         if outcome is not None:
             record.outcome = outcome
         if record.model is None or record.epoch != self._epoch:
@@ -135,6 +140,7 @@ class Stats:
         self._records.clear()
         self._by_model.clear()
         self._epoch += 1
+        self.max_in_flight = self.in_flight
 
     def snapshot(self, model: str | None = None, since: int = 0) -> dict[str, Any]:
         """The stats document; optionally only records of ``model`` with id > ``since``."""
@@ -144,4 +150,10 @@ class Stats:
             if record.id > since and (model is None or record.model == model)
         ]
         by_model = {name: totals.as_dict() for name, totals in self._by_model.items()}
-        return {"requests": records, "by_model": by_model}
+        limited = sum(1 for record in self._records if record.outcome == "rate_limited")
+        return {
+            "requests": records,
+            "by_model": by_model,
+            "max_concurrency": self.max_in_flight,
+            "rate_limited": limited,
+        }

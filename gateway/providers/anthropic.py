@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 
 from gateway import sse
+from gateway.providers import anthropic_messages
+from gateway.providers.anthropic_messages import MessagesStream, Target
 from gateway.providers.anthropic_stream import (
     AnthropicStreamTranslator,
     error_to_openai,
@@ -52,6 +54,7 @@ class AnthropicProvider:
             "content-type": "application/json",
             "accept-encoding": "identity",
         }
+        self.native = Target(name, base_url.rstrip("/"), self._headers, transport)
 
     def __repr__(self) -> str:
         return f"AnthropicProvider({self.name!r}, {self._url!r})"
@@ -59,6 +62,8 @@ class AnthropicProvider:
     def incompatible(self, endpoint: Endpoint, body: Mapping[str, Any]) -> str | None:
         """What the translation to the Messages API refuses (it translates faithfully
         or not at all)."""
+        if endpoint == "messages":
+            return None  # its own API
         if endpoint != "chat":
             return "it has no embeddings endpoint"
         try:
@@ -101,6 +106,8 @@ class AnthropicProvider:
         )
 
     async def complete(self, call: UpstreamCall) -> Completed:
+        if call.endpoint == "messages":
+            return await anthropic_messages.complete(self.native, call)
         content = self._request(call)
         headers = {**call.headers, **self._headers}
         response = await self._transport.post(self._url, headers, content, stream=False)
@@ -124,7 +131,13 @@ class AnthropicProvider:
             response.status_code, out_headers, orjson.dumps(translated), usage, call.upstream_model
         )
 
-    async def stream(self, call: UpstreamCall) -> AnthropicStream:
+    async def count_tokens(self, body: dict[str, Any], headers: Mapping[str, str]) -> Any:
+        """The provider's own count of a Messages request's prompt: (status, body)."""
+        return await anthropic_messages.count_tokens(self.native, body, headers)
+
+    async def stream(self, call: UpstreamCall) -> AnthropicStream | MessagesStream:
+        if call.endpoint == "messages":
+            return await anthropic_messages.stream(self.native, call)
         content = self._request(call)
         headers = {**call.headers, **self._headers}
         response = await self._transport.post(self._url, headers, content, stream=True, call=call)

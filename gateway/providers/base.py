@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 from accounting.usage import Usage
 
-Endpoint = Literal["chat", "embeddings"]
+Endpoint = Literal["chat", "embeddings", "responses", "messages"]
 
 # Response headers of an upstream that reach the client (besides our own).
 PASS_RESPONSE_HEADERS = frozenset({"content-type", "openai-processing-ms"})

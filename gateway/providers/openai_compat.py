@@ -17,11 +17,12 @@ from gateway.providers.base import (
     pass_headers,
 )
 from gateway.providers.classify import MAX_DETAIL, json_or_none, openai_error_code, stream_broken
+from gateway.providers.openai_responses import ResponsesStream, answer_text, usage_of
 from gateway.providers.seam import UpstreamResponse
 from gateway.providers.transport import Transport
 from policies.errors import UpstreamError
 
-PATHS = {"chat": "/chat/completions", "embeddings": "/embeddings"}
+PATHS = {"chat": "/chat/completions", "embeddings": "/embeddings", "responses": "/responses"}
 CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
 
 
@@ -45,7 +46,7 @@ class OpenAIProvider:
     def _request(self, call: UpstreamCall) -> tuple[str, dict[str, str], bytes]:
         body: dict[str, Any] = dict(call.body)
         body["model"] = call.upstream_model
-        if call.stream:
+        if call.stream and call.endpoint == "chat":
             options = dict(body.get("stream_options") or {})
             options["include_usage"] = True
             body["stream_options"] = options
@@ -57,7 +58,8 @@ class OpenAIProvider:
         response = await self._transport.post(url, headers, content, stream=False)
         body = response.content
         payload = json_or_none(body)
-        usage = from_openai(payload.get("usage") if isinstance(payload, dict) else None)
+        block = payload.get("usage") if isinstance(payload, dict) else None
+        usage = usage_of(block) if call.endpoint == "responses" else from_openai(block)
         if response.status_code >= 400:
             code = openai_error_code(payload)
             raise self._transport.fail(
@@ -78,16 +80,18 @@ class OpenAIProvider:
             body,
             usage,
             model if isinstance(model, str) else None,
-            "" if usage.complete else _answer_text(payload),
+            "" if usage.complete else _text(call, payload),
         )
 
-    async def stream(self, call: UpstreamCall) -> OpenAIStream:
+    async def stream(self, call: UpstreamCall) -> OpenAIStream | ResponsesStream:
         url, headers, content = self._request(call)
         response = await self._transport.post(url, headers, content, stream=True, call=call)
         if response.status_code >= 400:
             body = await self._transport.read_error(response)
             code = openai_error_code(json_or_none(body))
             raise self._transport.fail(response, body, context_window=code in CONTEXT_CODES)
+        if call.endpoint == "responses":
+            return ResponsesStream(self.name, response, self._transport)
         wants_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         return OpenAIStream(self.name, response, self._transport, strip_usage=not wants_usage)
 
@@ -199,6 +203,10 @@ class OpenAIStream:
             return
         # Content complete: wait a moment for the message's end to keep the connection.
         await self._transport.close(self._response, complete=self.state.done)
+
+
+def _text(call: UpstreamCall, payload: dict[str, Any]) -> str:
+    return answer_text(payload) if call.endpoint == "responses" else _answer_text(payload)
 
 
 def _answer_text(payload: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Literal
 
 import httpx
@@ -66,8 +66,10 @@ class Transport:
         first_token_timeout_s: float,
         max_event_bytes: int = sse.MAX_EVENT_BYTES,
         scrubber: Scrubber = NOTHING,
+        on_answer: Callable[[int, Mapping[str, str]], None] | None = None,
     ) -> None:
         self.client = client
+        self.on_answer = on_answer  # every answer's status and headers (pacing)
         self.provider = provider
         self.scrub = scrubber.text  # upstream words that reach anyone pass through this
         self.idle_timeout_s = idle_timeout_s
@@ -108,8 +110,9 @@ class Transport:
                 idle = (call and call.idle_s) or self.idle_timeout_s
                 request = UpstreamRequest(self._url(url), raw, content, True, idle)
                 async with asyncio.timeout(first):
-                    return await self.client.send(request)
-            return await self.client.send(UpstreamRequest(self._url(url), raw, content))
+                    response = await self.client.send(request)
+            else:
+                response = await self.client.send(UpstreamRequest(self._url(url), raw, content))
         except httpx.LocalProtocolError:
             raise UpstreamError(
                 f"a header for {self.provider} holds CR, LF or NUL: not sent",
@@ -118,6 +121,9 @@ class Transport:
             ) from None
         except (httpx.HTTPError, TimeoutError) as exc:
             raise classify_transport(exc, self.provider) from None
+        if self.on_answer is not None:
+            self.on_answer(response.status_code, response.headers)
+        return response
 
     async def close(self, response: UpstreamResponse, *, complete: bool) -> None:
         """Done with a stream: when its content is ``complete``, wait a moment for the
@@ -130,12 +136,14 @@ class Transport:
     async def stop(
         self, response: UpstreamResponse, decoder: sse.Decoder, state: StreamState
     ) -> list[sse.Event]:
-        """Cut a stream that still generates: the events the upstream had sent before
-        it stopped. When it ends the body itself once told (``STOP_S`` at most), nothing
-        it generated is missing: ``state.ended_by_upstream``. Otherwise (TLS cannot
-        half-close; an upstream that goes on) the settlement adds the cut allowance."""
-        data, ended = await response.stop(STOP_S)
-        state.ended_by_upstream = state.ended_by_upstream or ended
+        """Cut a stream that still generates: tell the upstream to stop (a half-close
+        on plain HTTP) and collect the events it had sent until it stopped (``STOP_S``
+        at most), so they are counted. Even an upstream that ends the body once told
+        may have generated tokens it never sent (between the stop and its noticing
+        it), which it bills: a stream we cut is never taken as complete, and the
+        settlement adds the cut allowance (``state.ended_by_upstream`` stays as it
+        was)."""
+        data, _ended = await response.stop(STOP_S)
         try:
             return decoder.feed(data)
         except sse.EventTooLarge:

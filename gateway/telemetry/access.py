@@ -54,6 +54,8 @@ def finish(rt: Runtime, ctx: Ctx, status: int, error_code: str | None = None) ->
 
 
 def _end_span(ctx: Ctx, status: int, error_code: str | None) -> None:
+    if ctx.span is None:  # tracing is off: nothing reads these
+        return
     attributes = {
         "http.response.status_code": status,
         "gen_ai.response.model": ctx.served,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import sys
+import threading
+import time
 from logging.handlers import QueueHandler, QueueListener
 from queue import SimpleQueue
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -40,6 +43,7 @@ class _Enqueue(QueueHandler):
 
 
 def setup(level: str = "INFO") -> None:
+    global _lines
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
@@ -50,6 +54,49 @@ def setup(level: str = "INFO") -> None:
     root.handlers[:] = [_Enqueue(queue)]
     root.setLevel(level)
     root.propagate = False
+    if _lines is None:
+        _lines = AccessLines(sys.stderr)
+        atexit.register(_lines.close)
+
+
+class AccessLines:
+    """The access log's fast path: each line serialised on the loop (the same JSON as
+    ``JsonFormatter``), the lines of one loop iteration handed to a writer thread at
+    once, which writes them to ``stream`` (blocking I/O stays off the loop)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._batch: list[bytes] = []
+        self._queue: SimpleQueue[bytes | None] = SimpleQueue()
+        self._thread = threading.Thread(target=self._write, name="spendgate-access", daemon=True)
+        self._thread.start()
+
+    def add(self, line: bytes) -> None:
+        self._batch.append(line)
+        if len(self._batch) > 1:
+            return  # the iteration's hand-off is already scheduled
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:  # no loop: now
+            self.flush()
+
+    def flush(self) -> None:
+        if self._batch:
+            self._queue.put(b"".join(self._batch))
+            self._batch = []
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _write(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._stream.write(data.decode())
+            self._stream.flush()
+
+
+_lines: AccessLines | None = None
 
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -57,8 +104,16 @@ def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
 
 
 def access(fields: dict[str, Any]) -> None:
-    if ACCESS.isEnabledFor(logging.INFO):
-        # Built directly: Logger.info would walk the stack to find its caller.
-        record = logging.LogRecord("spendgate.access", logging.INFO, "", 0, "request", None, None)
-        record.fields = fields
-        ACCESS.handle(record)
+    if not ACCESS.isEnabledFor(logging.INFO):
+        return
+    if _lines is not None and not ACCESS.handlers and ACCESS.propagate:
+        entry = {"ts": round(time.time(), 3), **_ACCESS_HEAD, **fields}
+        _lines.add(orjson.dumps(entry, default=str, option=orjson.OPT_APPEND_NEWLINE))
+        return
+    # Built directly: Logger.info would walk the stack to find its caller.
+    record = logging.LogRecord("spendgate.access", logging.INFO, "", 0, "request", None, None)
+    record.fields = fields
+    ACCESS.handle(record)
+
+
+_ACCESS_HEAD = {"level": "info", "logger": "spendgate.access", "msg": "request"}

@@ -137,6 +137,25 @@ STREAM_CONTINUATIONS = Counter(
 STORE_RESET = _gauge(
     "spendgate_store_reset", "1 while the store is in the reset state (lost data)", mode="max"
 )
+RATE_LIMITED = Counter(
+    "spendgate_rate_limited_total",
+    "Requests refused because their key is over one of its own limits",
+    ["key", "limit"],
+)
+PROVIDER_QUEUE_DEPTH = _gauge(
+    "spendgate_provider_queue_depth", "Calls waiting for a provider's concurrency", ["provider"]
+)
+PROVIDER_QUEUE_WAIT = Histogram(
+    "spendgate_provider_queue_wait_seconds",
+    "Time a call waited for its provider's concurrency, pacing or slow start",
+    ["provider"],
+    buckets=LATENCY_BUCKETS,
+)
+PROVIDER_PACED = Counter(
+    "spendgate_provider_paced_total",
+    "Times calls were held back because the provider's own quota headers said it was spent",
+    ["provider"],
+)
 
 ALL = (
     REQUESTS,
@@ -168,6 +187,10 @@ ALL = (
     SETTLE_ORPHANS,
     STORE_RESET,
     STREAM_CONTINUATIONS,
+    RATE_LIMITED,
+    PROVIDER_QUEUE_DEPTH,
+    PROVIDER_QUEUE_WAIT,
+    PROVIDER_PACED,
 )
 
 

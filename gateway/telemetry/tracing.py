@@ -24,7 +24,12 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from accounting.usage import Usage
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-OPERATIONS = {"chat": "chat", "embeddings": "embeddings"}
+OPERATIONS = {
+    "chat": "chat",
+    "embeddings": "embeddings",
+    "responses": "responses",
+    "messages": "chat",
+}
 
 
 def provider_from_env(environ: Mapping[str, str] | None = None) -> TracerProvider | None:

@@ -1,7 +1,11 @@
-"""Fixtures of the store contract suite: every test runs on SQLite and on Redis.
+"""Fixtures of the store contract suite: every test runs on SQLite, on a single Redis
+and on Redis Cluster.
 
 The Redis side runs on a private ``redis-server`` (``tests.support.redis_server``),
-database 1, flushed before each test, each test also under its own key prefix.
+database 1, flushed before each test, each test also under its own key prefix. The
+cluster side runs on a private three-master, three-replica cluster
+(``tests.support.redis_cluster``), started once for the session, every master
+flushed before each test.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import redis
 from accounting.store.base import Store
 from accounting.store.redis import RedisStore
 from accounting.store.sqlite import SqliteStore
+from tests.support.redis_cluster import RedisClusterServer
 from tests.support.redis_server import RedisServer
 
 REDIS_DB = 1
@@ -30,6 +35,16 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServer]:
+    cluster = RedisClusterServer()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 class StoreFactory:
@@ -54,7 +69,7 @@ class StoreFactory:
         return RedisStore(self._redis_url, prefix=f"t{self._run}:{namespace}:", **kwargs)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "cluster"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -63,6 +78,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 def store_factory(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> StoreFactory:
     if backend == "sqlite":
         return StoreFactory(backend, tmp_path, None)
+    if backend == "cluster":
+        cluster: RedisClusterServer = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        return StoreFactory(backend, tmp_path, cluster.url)
     server: RedisServer = request.getfixturevalue("redis_server")
     url = server.url_for(REDIS_DB)
     client = redis.Redis.from_url(url)

@@ -18,6 +18,16 @@ def test_sqlite_urls() -> None:
     assert sqlite_path("sqlite:///:memory:") == ":memory:"
 
 
+def test_sqlite_writer_option() -> None:
+    assert isinstance(store := open_store("sqlite:///x.db"), SqliteStore)
+    assert store.writer == "loop" and store.path == "/x.db"
+    assert isinstance(store := open_store("sqlite:///x.db?writer=thread"), SqliteStore)
+    assert store.writer == "thread" and store.path == "/x.db"
+    for bad in ("sqlite:///x.db?writer=disk", "sqlite:///x.db?mode=ro"):
+        with pytest.raises(ValueError, match=r"writer=loop\|thread"):
+            open_store(bad)
+
+
 def test_redis_urls() -> None:
     store = open_store("redis://127.0.0.1:6380/2")
     assert isinstance(store, RedisStore) and store.url == "redis://127.0.0.1:6380/2"

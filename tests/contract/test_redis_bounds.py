@@ -51,6 +51,8 @@ def _snapshot(raw: redis.Redis, prefix: str) -> dict[bytes, Any]:
             found[key] = raw.zrange(key, 0, -1, withscores=True)
         elif kind == b"stream":
             found[key] = raw.xlen(key)
+        elif kind == b"set":
+            found[key] = raw.smembers(key)
         else:
             found[key] = raw.get(key)
     return found
@@ -150,8 +152,9 @@ async def test_a_bad_hold_or_index_entry_does_not_fail_reads(
     hold = f"{store.prefix}{{team-a}}:h:{got.reservation.id}"
     raw.hdel(hold, "amount")
     raw.hset(hold, "tokens", "garbage")
-    raw.zadd(f"{store.prefix}running", {"no-colon-here": 1.0})
+    running = f"{store.prefix}{{team-a}}:running"
+    raw.zadd(running, {"no-such-workflow": 1.0})
     state = await store.get_workflow("team-a", "wf-1", NOW + 2)  # expires the bad hold
     assert state is not None and state.expired_holds == 1
     assert [s.workflow_id for s in await store.list_stalled(NOW + 100)] == ["wf-1"]
-    assert raw.zscore(f"{store.prefix}running", "no-colon-here") is None  # dropped
+    assert raw.zscore(running, "no-such-workflow") is None  # dropped

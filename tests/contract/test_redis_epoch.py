@@ -160,8 +160,8 @@ async def test_the_data_coming_back_ends_the_reset(own_redis_server: RedisServer
         # what a failback to the old primary looks like: its epoch, no reset recorded
         client = redis.Redis.from_url(own_redis_server.url)
         try:
-            client.delete("spendgate:reset_detected")
-            client.set("spendgate:epoch", str(info["epoch"]))
+            client.delete("spendgate:{%store}:reset_detected")
+            client.set("spendgate:{%store}:epoch", str(info["epoch"]))
         finally:
             client.close()
         await a.check(NOW + 1)

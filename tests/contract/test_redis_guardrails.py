@@ -62,10 +62,11 @@ async def test_the_new_keys_live_under_the_tenant_with_the_workflow_ttl(
         assert name in keys
         assert TTL - 5 <= raw.ttl(name) <= TTL
     untagged = {k for k in keys if not k.startswith(base)}
-    global_keys = ("epoch", "lease_tenants", "kind:triage", "kinds")
-    assert untagged == {f"{store.prefix}{name}" for name in global_keys}
-    assert raw.lrange(f"{store.prefix}kind:triage", 0, -1) == ["7"]
-    assert TTL - 5 <= raw.ttl(f"{store.prefix}kind:triage") <= TTL
+    store_wide = ("epoch", "tenants", "kind:triage", "kinds")
+    assert untagged == {f"{store.prefix}{{%store}}:{name}" for name in store_wide}
+    kind = f"{store.prefix}{{%store}}:kind:triage"
+    assert raw.lrange(kind, 0, -1) == ["7"]
+    assert TTL - 5 <= raw.ttl(kind) <= TTL
     assert raw.zrange(f"{base}:wfs", 0, -1) == ["wf-1"]
 
 

@@ -154,8 +154,8 @@ async def test_ping_writes(own_redis_server: RedisServer) -> None:
     check = redis.Redis.from_url(own_redis_server.url)
     try:
         await store.ping()
-        assert check.get("spendgate:ready") == b"1"
-        assert 0 < check.pttl("spendgate:ready") <= 10_000
+        assert check.get("spendgate:{%store}:ready") == b"1"
+        assert 0 < check.pttl("spendgate:{%store}:ready") <= 10_000
         check.config_set("maxmemory", "1")  # full: every write is refused
         with pytest.raises(StoreUnavailable, match="maxmemory"):
             await store.ping()
@@ -182,12 +182,13 @@ async def test_tenant_data_shares_one_hash_tag(own_redis_server: RedisServer) ->
         tagged = set(check.keys("spendgate:{team%3A%7Bx%7D}:*"))
         assert "spendgate:{team%3A%7Bx%7D}:idem:chat:k" in tagged
         assert "spendgate:{team%3A%7Bx%7D}:epoch" in tagged
-        untagged = set(check.keys("*")) - tagged
-        assert untagged <= {
-            "spendgate:epoch", "spendgate:running", "spendgate:ledger",
-            "spendgate:lease_tenants",
-        }  # fmt: skip
-        entries = check.xrevrange("spendgate:ledger", count=1)
+        assert "spendgate:{team%3A%7Bx%7D}:ledger" in tagged
+        assert "spendgate:{team%3A%7Bx%7D}:running" in tagged
+        store_wide = set(check.keys("spendgate:{%store}:*"))
+        assert store_wide == {"spendgate:{%store}:epoch", "spendgate:{%store}:tenants"}
+        assert set(check.keys("*")) == tagged | store_wide  # nothing outside a hash tag
+        assert check.smembers("spendgate:{%store}:tenants") == {"team%3A%7Bx%7D"}
+        entries = check.xrevrange("spendgate:{team%3A%7Bx%7D}:ledger", count=1)
         assert entries is not None
         _, entry = entries[0]
         assert entry is not None and entry["rule"] == "reported"

@@ -1,7 +1,8 @@
 """SqliteStore failure modes: a wedged writer (honest timeouts), a full disk (capped
 file, and a real full filesystem), a read-only file, a failing COMMIT, a failing
 operation (an OverflowError, a BaseException, one that kills the drain), a
-transaction left open. The writer thread is blocked
+transaction left open, on the thread writer (``writer="thread"``; the loop writer has
+its own, ``test_sqlite_loop``). The writer thread is blocked
 deterministically by a callable waiting on an Event in the store's own executor."""
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from tests.contract.helpers import HOUR, NOW, charge, rq
 
 @pytest.fixture(params=[5.0])
 async def store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(str(tmp_path / "spend.db"), op_timeout_s=request.param)
+    opened = SqliteStore(str(tmp_path / "spend.db"), op_timeout_s=request.param, writer="thread")
     await opened.open()
     try:
         yield opened
@@ -182,7 +183,7 @@ def _fill(path: Path) -> None:
 
 
 async def test_a_really_full_disk_fails_closed_and_recovers(small_disk: Path) -> None:
-    store = SqliteStore(str(small_disk / "spend.db"))
+    store = SqliteStore(str(small_disk / "spend.db"), writer="thread")
     await store.open()
     try:
         await store.ping()

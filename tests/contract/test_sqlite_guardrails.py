@@ -16,7 +16,7 @@ import pytest
 from accounting.errors import GuardrailRefused
 from accounting.store.base import Reservation
 from accounting.store.sqlite import SqliteStore
-from accounting.store.sqlite_schema import connect
+from accounting.store.sqlite_schema import SCHEMA_VERSION, connect
 from accounting.store.sqlite_workflows import CANCELLED_AMONG
 from tests.contract.helpers import NOW, charge, rq
 from tests.contract.sqlite_v1 import write_v1
@@ -25,7 +25,8 @@ from tests.contract.sqlite_v2 import write_v2
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(str(tmp_path / "spend.db"), workflow_ttl_s=1_000)
+    # every write on the thread's connection, whose statements the tests trace
+    opened = SqliteStore(str(tmp_path / "spend.db"), workflow_ttl_s=1_000, writer="thread")
     await opened.open()
     try:
         yield opened
@@ -97,7 +98,7 @@ async def test_a_version_2_file_is_migrated_on_open(tmp_path: Path) -> None:
     assert _shape(path) == _fresh(tmp_path)
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         conn.close()
 

@@ -11,6 +11,7 @@ import pytest
 from accounting.errors import StoreUnavailable
 from accounting.store.base import Reservation
 from accounting.store.sqlite import SqliteStore
+from accounting.store.sqlite_schema import SCHEMA_VERSION
 from tests.contract.helpers import HOUR, NOW, budget, charge, rq
 from tests.contract.sqlite_v1 import write_v1
 
@@ -56,7 +57,7 @@ async def test_wal_schema_version_and_ledger(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         rows = conn.execute("SELECT request_id, model, cost_micros, rule FROM spend_log")
         # one ledger row: the second settle is a no-op
         assert rows.fetchall() == [("req-1", "m1", 7, "worst_case")]
@@ -139,7 +140,7 @@ async def test_a_version_1_file_is_migrated_on_open(tmp_path: Path) -> None:
         await store.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         rules = conn.execute("SELECT reservation_id, rule FROM spend_log ORDER BY id").fetchall()
         assert rules == [("h0", "reported"), ("h1", "received")]
         assert conn.execute("SELECT name FROM meta").fetchall() == [("ping",)]
@@ -150,7 +151,7 @@ async def test_a_version_1_file_is_migrated_on_open(tmp_path: Path) -> None:
 async def test_a_newer_file_is_refused(tmp_path: Path) -> None:
     path = str(tmp_path / "future.db")
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version = 4")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(RuntimeError, match="newer than this build"):
         await SqliteStore(path).open()

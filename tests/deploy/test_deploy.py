@@ -423,3 +423,13 @@ def test_helm_lint() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_chart_cluster_values_render_a_valid_config() -> None:
+    from gateway import config as gateway_config
+
+    values = chart_values()
+    cluster = load_yaml(CHART / "values-redis-cluster.yaml")
+    assert cluster["store"]["url"].startswith("redis+cluster://") and cluster["replicaCount"] > 1
+    assert set(cluster) <= set(values)  # only keys the chart defines
+    gateway_config.parse({**values["config"], "store": cluster["store"]["url"]})

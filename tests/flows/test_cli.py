@@ -11,6 +11,7 @@ import openai
 import yaml
 
 from tests.support.gateway import ENV, KEY_RESEARCH, PROVIDER_KEY
+from tests.support.ledger import CUT_ALLOWANCE_USD
 from tests.support.process import spendgate
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -89,8 +90,8 @@ def test_stream_cut_by_shutdown_is_settled_before_exit(
         state = httpx.get(f"{gw.url}/workflows/wf-shutdown", headers=headers).json()
     truth = (record["prompt_tokens"] + record["completion_tokens"]) * TOKEN_USD
     assert state["partial_streams"] == 1 and state["reserved_usd"] == "0.000000"
-    # cut by the gateway while generating; the mock acknowledged the stop: exact
-    assert Decimal(state["spent_usd"]) == truth
+    # cut by the gateway while generating: what arrived, plus the cut allowance
+    assert truth <= Decimal(state["spent_usd"]) <= truth + CUT_ALLOWANCE_USD
 
 
 def test_workers_share_one_metrics_view(config: dict[str, Any], mock: str, tmp_path: Path) -> None:

@@ -13,7 +13,15 @@ import pytest
 
 from tests.support.clock import FakeClock
 from tests.support.gateway import ADMIN_KEY, KEY_RESEARCH, Gateway, run_gateway
-from tests.support.ledger import flat_priced, records, settled, spent, status, truth_usd
+from tests.support.ledger import (
+    CUT_ALLOWANCE_USD,
+    flat_priced,
+    records,
+    settled,
+    spent,
+    status,
+    truth_usd,
+)
 from tests.support.metrics import delta, scrape
 from tests.support.redis_server import RedisServer
 
@@ -139,7 +147,9 @@ def _cancel_scenario(streamer: Gateway, canceller: Gateway, mock: str) -> None:
     assert all(r["outcome"] == "cancelled" and r["completion_tokens"] < 400 for r in records(mock))
     state = settled(streamer.url, "wf-kill", 10)
     truth = truth_usd(mock)
-    assert spent(state) == truth  # told to stop, the mock closed: all it sent was counted
+    # all it sent was counted, and each cut stream the allowance for what the mock may
+    # have generated between the stop and its noticing it
+    assert truth <= spent(state) <= truth + 10 * CUT_ALLOWANCE_USD
     assert refused(chat(streamer, "wf-kill"), "workflow_cancelled")
 
 

@@ -544,7 +544,8 @@ def test_scripts_pop_in_order_and_reset_clears(client: httpx.Client) -> None:
     since = stats["requests"][2]["id"]
     assert len(client.get("/_mock/stats", params={"since": since}).json()["requests"]) == 2
     client.post("/_mock/reset")
-    assert client.get("/_mock/stats").json() == {"requests": [], "by_model": {}}
+    empty = {"requests": [], "by_model": {}, "max_concurrency": 0, "rate_limited": 0}
+    assert client.get("/_mock/stats").json() == empty
     assert chat(client, model="other").status_code == 200
     bad = client.post("/_mock/script", json={"model": "m", "steps": [{"stauts": 500}]})
     assert bad.status_code == 400 and "stauts" in bad.text
@@ -576,3 +577,17 @@ def test_script_files_in_json_and_yaml(tmp_path: Path) -> None:
     ):
         assert chat(http).status_code == 429
         assert chat(http).json()["usage"]["completion_tokens"] == 2
+
+
+def test_a_rate_limit_announces_itself_and_refuses_beyond_it(client: httpx.Client) -> None:
+    assert client.post("/_mock/ratelimit", json={"requests": 2, "window_s": 30}).json()["ok"]
+    first, second, third = (chat(client) for _ in range(3))
+    assert [first.status_code, second.status_code, third.status_code] == [200, 200, 429]
+    assert first.headers["x-ratelimit-limit-requests"] == "2"
+    assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert second.headers["x-ratelimit-remaining-requests"] == "0"
+    assert second.headers["x-ratelimit-reset-requests"].endswith("s")
+    assert third.headers["retry-after"] == "30" and third.json()["error"]["type"]
+    assert client.get("/_mock/stats").json()["rate_limited"] == 1
+    client.post("/_mock/reset")  # the limit goes with the reset
+    assert chat(client).status_code == 200

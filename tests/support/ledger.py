@@ -12,7 +12,11 @@ import httpx
 from tests.support.gateway import KEY_RESEARCH
 
 PRICE = {"input_per_mtok": 1000, "output_per_mtok": 1000}  # $0.001 per token
+# budgets.cut_stream_allowance_tokens (the default): what a stream the gateway cut may
+# have cost beyond what arrived (the provider generates until it notices the stop).
+CUT_ALLOWANCE_TOKENS = 16
 TOKEN_USD = Decimal("0.001")
+CUT_ALLOWANCE_USD = CUT_ALLOWANCE_TOKENS * TOKEN_USD
 FAST_RETRY = {"max_attempts": 3, "initial_backoff_s": 0.01, "max_backoff_s": 0.05}
 
 

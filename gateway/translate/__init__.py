@@ -1,0 +1,1 @@
+"""Translators between the client APIs and the provider APIs, one module per pair."""
