@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--store-options",
         default="",
-        help="appended to the SQLite store URL, e.g. '?writer=thread' (A/B of the writer)",
+        help="appended to the SQLite store URL, e.g. '?writer=loop' (A/B of the writer)",
     )
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, db)")
     args = parser.parse_args(argv)

@@ -28,8 +28,9 @@ def open_store(url: str) -> Store:
 
     ``sqlite:///path.db`` (see ``sqlite_path``), ``redis://host:port/db`` /
     ``rediss://host:port/db`` (TLS), or Redis Cluster:
-    ``redis+cluster://host:port[,host:port...]`` / ``rediss+cluster://...`` (see
-    ``redis_url``). Anything else raises ValueError.
+    ``redis+cluster://host:port[,host:port...]`` / ``rediss+cluster://...``, or a
+    Sentinel-managed primary: ``redis+sentinel://host:port[,host:port...]/service[/db]``
+    / ``rediss+sentinel://...`` (see ``redis_url``). Anything else raises ValueError.
     """
     scheme = urlsplit(url).scheme.lower()
     if scheme == "sqlite":
@@ -43,23 +44,24 @@ def open_store(url: str) -> Store:
         from accounting.store.redis import RedisStore
 
         return RedisStore(url)
-    if scheme in ("redis+cluster", "rediss+cluster"):
+    if scheme in ("redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"):
         from accounting.store.redis import RedisStore
 
         return RedisStore(url)  # the URL is checked here: ValueError names what is wrong
     shown = scheme or "(none)"
     raise ValueError(
         f"store URL {url!r}: unsupported scheme {shown}; use sqlite:///path.db, "
-        "redis://host:port/db, rediss://host:port/db or redis+cluster://host:port,host:port"
+        "redis://host:port/db, rediss://host:port/db, redis+cluster://host:port,host:port "
+        "or redis+sentinel://host:port,host:port/service/db"
     )
 
 
 def _sqlite_writer(url: str, query: str) -> Literal["loop", "thread"]:
-    """``?writer=thread`` keeps every write on the store's thread (a disk that may
-    stall, such as a network filesystem); the default commits the request path's
-    writes on the event loop (``sqlite_loop``)."""
+    """``?writer=loop`` commits the request path's writes on the event loop
+    (``sqlite_loop``); the default keeps every write on the store's thread, whose
+    timeouts stay honest when a disk stalls."""
     options = parse_qs(query, keep_blank_values=True)
-    writer = options.pop("writer", ["loop"])[-1]
+    writer = options.pop("writer", ["thread"])[-1]
     if options or writer not in ("loop", "thread"):
         raise ValueError(f"store URL {url!r}: the only sqlite option is writer=loop|thread")
-    return "thread" if writer == "thread" else "loop"
+    return "loop" if writer == "loop" else "thread"

@@ -1,6 +1,8 @@
 """``RedisStore``: the store replicas share, on a single Redis (``redis://``,
-``rediss://``; version 6.2 or later) or on Redis Cluster (``redis+cluster://h:p,...``,
-redis-py's ``RedisCluster``; also Valkey cluster).
+``rediss://``; version 6.2 or later), on a Sentinel-managed primary
+(``redis+sentinel://s1:p,.../service/db``, ``redis_sentinel``; a single Redis's
+layout) or on Redis Cluster (``redis+cluster://h:p,...``, redis-py's ``RedisCluster``;
+also Valkey cluster).
 
 Every read-modify-write is one Lua script (``redis_scripts``, ``redis_scripts_admin``;
 the key layout is there), registered once and run with EVALSHA, so a reserve is

@@ -1,5 +1,6 @@
-"""The connection side of ``RedisStore``: the pool (a single Redis, or Redis Cluster
-through redis-py's ``RedisCluster``; ``redis_url``), the registered scripts, the
+"""The connection side of ``RedisStore``: the pool (a single Redis, a Sentinel-managed
+primary through redis-py's ``Sentinel``, ``redis_sentinel``, or Redis Cluster through
+redis-py's ``RedisCluster``; ``redis_url``), the registered scripts, the
 translation of redis-py's errors into StoreUnavailable (once, here), the registry of
 tenants (what the sweeps go through) and the runner of tenant scripts with their
 fence and epoch guard (``redis_scripts``, ``redis_epoch``)."""
@@ -15,6 +16,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
 from accounting.errors import StoreUnavailable
@@ -24,7 +26,13 @@ from accounting.store import redis_scripts_workflows as lua_wf
 from accounting.store.common import MAX_STORE_INT
 from accounting.store.redis_codec import check_prefix, f, store_key
 from accounting.store.redis_epoch import Epoch
-from accounting.store.redis_url import ClusterUrl, parse_cluster_url
+from accounting.store.redis_sentinel import sentinel_client
+from accounting.store.redis_url import (
+    ClusterUrl,
+    SentinelUrl,
+    parse_cluster_url,
+    parse_sentinel_url,
+)
 
 T = TypeVar("T")
 Client = aioredis.Redis | RedisCluster
@@ -96,6 +104,7 @@ class ScriptClient:
         self.url = url
         self.prefix = prefix
         self.cluster: ClusterUrl | None = parse_cluster_url(url)
+        self.sentinel: SentinelUrl | None = parse_sentinel_url(url)
         self.epoch = Epoch(prefix)
         self._fence_s = socket_timeout * 0.5
         self._pool_kwargs: dict[str, Any] = {
@@ -107,6 +116,7 @@ class ScriptClient:
         }
         self._pool_timeout = pool_timeout
         self._client: Client | None = None
+        self._sentinels: Sentinel | None = None
         self._shas = {
             name: hashlib.sha1(src.encode()).hexdigest() for name, src in _SCRIPTS.items()
         }
@@ -117,7 +127,11 @@ class ScriptClient:
         if self._client is not None:
             return
         client: Client
-        if self.cluster is None:
+        if self.sentinel is not None:
+            client, self._sentinels = sentinel_client(
+                self.sentinel, self._pool_kwargs, self._pool_timeout
+            )
+        elif self.cluster is None:
             pool = aioredis.BlockingConnectionPool.from_url(
                 self.url, timeout=self._pool_timeout, **self._pool_kwargs
             )
@@ -132,10 +146,13 @@ class ScriptClient:
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        sentinels, self._sentinels = self._sentinels, None
         if isinstance(client, RedisCluster):
             await client.aclose()
         elif client is not None:
             await client.aclose(close_connection_pool=True)
+        if sentinels is not None:
+            await sentinels.aclose()
 
     def redis(self) -> Client:
         if self._client is None:

@@ -5,10 +5,9 @@ runs there so the event loop never blocks on it. Writes are atomic and isolated,
 in its own savepoint of a ``BEGIN IMMEDIATE`` transaction that commits the writes
 queued together (group commit, ``sqlite_batch``). Reads that first expire holds whose
 lease ran out (``get_workflow``, ``list_stalled``) are writes too and go the same way.
-The writes on every request's path (reserve, settle, the rate limits) commit on the
-event loop itself through a second connection (``sqlite_loop``: one group commit per
-loop iteration; a locked file and checkpoints go to the thread), unless the store is
-opened with ``writer="thread"``.
+With ``writer="loop"`` the writes on every request's path (reserve, settle, the rate
+limits) commit on the event loop itself through a second connection (``sqlite_loop``:
+one group commit per loop iteration; a locked file and checkpoints go to the thread).
 
 What it keeps: spend, holds (and settled holds as tombstones, until ``sweep``),
 workflows (with their guardrails), the loop guard's counts (``workflow_calls``), key
@@ -94,7 +93,7 @@ class SqliteStore:
         *,
         workflow_ttl_s: int = DEFAULT_WORKFLOW_TTL_S,
         op_timeout_s: float = 5.0,
-        writer: Literal["loop", "thread"] = "loop",
+        writer: Literal["loop", "thread"] = "thread",
     ) -> None:
         self.path = path
         self.workflow_ttl_s = workflow_ttl_s

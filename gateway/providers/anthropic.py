@@ -232,14 +232,9 @@ class AnthropicStream:
 
     async def aclose(self, *, stop: bool = False) -> None:
         """Close the upstream; what it already sent us still counts (the meter sees it)."""
-        for event in self._transport.leftover(self._response, self._decoder):
-            self._absorb(event)
-        if stop and not self.state.done:
-            for event in await self._transport.stop(self._response, self._decoder, self.state):
-                self._absorb(event)
-            return
-        # Content complete: wait a moment for the message's end to keep the connection.
-        await self._transport.close(self._response, complete=self.state.done)
+        await self._transport.end_stream(
+            self._response, self._decoder, self.state, self._absorb, stop=stop
+        )
 
     def _absorb(self, event: sse.Event) -> None:
         with contextlib.suppress(UpstreamError):  # an error event: its state is recorded

@@ -173,13 +173,9 @@ class MessagesStream:
         state.done = tr.stopped and tr.finish_reason is not None
 
     async def aclose(self, *, stop: bool = False) -> None:
-        for event in self._transport.leftover(self._response, self._decoder):
-            self._absorb(event)
-        if stop and not self.state.done:
-            for event in await self._transport.stop(self._response, self._decoder, self.state):
-                self._absorb(event)
-            return
-        await self._transport.close(self._response, complete=self.state.done)
+        await self._transport.end_stream(
+            self._response, self._decoder, self.state, self._absorb, stop=stop
+        )
 
     def _absorb(self, event: sse.Event) -> None:
         with contextlib.suppress(UpstreamError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -195,14 +196,13 @@ class OpenAIStream:
 
     async def aclose(self, *, stop: bool = False) -> None:
         """Close the upstream; what it already sent us still counts (the meter sees it)."""
-        for event in self._transport.leftover(self._response, self._decoder):
+        await self._transport.end_stream(
+            self._response, self._decoder, self.state, self._absorb, stop=stop
+        )
+
+    def _absorb(self, event: sse.Event) -> None:
+        with contextlib.suppress(UpstreamError):  # an error event: its state is recorded
             self._on_event(event.data)
-        if stop and not self.state.done:
-            for event in await self._transport.stop(self._response, self._decoder, self.state):
-                self._on_event(event.data)
-            return
-        # Content complete: wait a moment for the message's end to keep the connection.
-        await self._transport.close(self._response, complete=self.state.done)
 
 
 def _text(call: UpstreamCall, payload: dict[str, Any]) -> str:

@@ -133,6 +133,27 @@ class Transport:
         else:
             await response.aclose()
 
+    async def end_stream(
+        self,
+        response: UpstreamResponse,
+        decoder: sse.Decoder,
+        state: StreamState,
+        absorb: Callable[[sse.Event], None],
+        *,
+        stop: bool,
+    ) -> None:
+        """Close a stream; what it already sent us still counts (``absorb`` sees it):
+        the events that arrived but were not read, and when we ``stop`` one that still
+        generates, what it sends until it stopped (``stop``). A complete one waits a
+        moment for its message's end, to keep the connection."""
+        for event in self.leftover(response, decoder):
+            absorb(event)
+        if stop and not state.done:
+            for event in await self.stop(response, decoder, state):
+                absorb(event)
+            return
+        await self.close(response, complete=state.done)
+
     async def stop(
         self, response: UpstreamResponse, decoder: sse.Decoder, state: StreamState
     ) -> list[sse.Event]:

@@ -43,20 +43,24 @@ class _Enqueue(QueueHandler):
 
 
 def setup(level: str = "INFO") -> None:
+    """JSON logs to stderr through one writer thread; again (the app factory after the
+    command): only the level changes."""
     global _lines
+    root = logging.getLogger("spendgate")
+    if _lines is not None:
+        root.setLevel(level)
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
     listener = QueueListener(queue, handler, respect_handler_level=False)
     listener.start()
     atexit.register(listener.stop)
-    root = logging.getLogger("spendgate")
     root.handlers[:] = [_Enqueue(queue)]
     root.setLevel(level)
     root.propagate = False
-    if _lines is None:
-        _lines = AccessLines(sys.stderr)
-        atexit.register(_lines.close)
+    _lines = AccessLines(sys.stderr)
+    atexit.register(_lines.close)
 
 
 class AccessLines:

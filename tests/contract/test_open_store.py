@@ -20,9 +20,9 @@ def test_sqlite_urls() -> None:
 
 def test_sqlite_writer_option() -> None:
     assert isinstance(store := open_store("sqlite:///x.db"), SqliteStore)
-    assert store.writer == "loop" and store.path == "/x.db"
-    assert isinstance(store := open_store("sqlite:///x.db?writer=thread"), SqliteStore)
     assert store.writer == "thread" and store.path == "/x.db"
+    assert isinstance(store := open_store("sqlite:///x.db?writer=loop"), SqliteStore)
+    assert store.writer == "loop" and store.path == "/x.db"
     for bad in ("sqlite:///x.db?writer=disk", "sqlite:///x.db?mode=ro"):
         with pytest.raises(ValueError, match=r"writer=loop\|thread"):
             open_store(bad)

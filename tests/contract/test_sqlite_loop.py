@@ -19,7 +19,7 @@ from tests.contract.helpers import NOW, charge, rq
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(str(tmp_path / "spend.db"))
+    opened = SqliteStore(str(tmp_path / "spend.db"), writer="loop")
     await opened.open()
     try:
         yield opened

@@ -224,7 +224,11 @@ def test_crashed_holders_reservation_expires(
     with spendgate(["serve", "--config", str(path)], ENV) as (proc, url):
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=1)
-        proc.kill()
+        deadline = time.monotonic() + 10  # a loaded machine: the call may still be on its way
+        while not httpx.get(f"{mock}/_mock/stats").json()["requests"]:
+            assert time.monotonic() < deadline, "the call never reached the provider"
+            time.sleep(0.02)
+        proc.kill()  # the hold is written before the call is sent
         proc.wait()
     wall = FakeClock(time.time() + 5 + 1 + 1 + 1)  # past the hold's lease
     with run_gateway(config, mock, wall=wall) as gw:

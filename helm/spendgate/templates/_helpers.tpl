@@ -96,6 +96,6 @@ Refuse settings that cannot work.
 */}}
 {{- define "spendgate.validate" -}}
 {{- if and (gt (int .Values.replicaCount) 1) (include "spendgate.sqlite" .) }}
-{{- fail "replicaCount > 1 needs a shared store: set store.url to a redis:// or redis+cluster:// URL (SQLite state is per pod)" }}
+{{- fail "replicaCount > 1 needs a shared store: set store.url to a redis://, redis+sentinel:// or redis+cluster:// URL (SQLite state is per pod)" }}
 {{- end }}
 {{- end }}
