@@ -47,6 +47,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     rexc.ClusterDownError,  # a failover in progress, slots not served (MasterDownError too)
     rexc.TryAgainError,  # slots moving between shards
     rexc.SlotNotCoveredError,
+    rexc.AskError,  # MOVED/ASK still pointing elsewhere after the client's redirects
+    rexc.ClusterError,  # "TTL exhausted": redirects and retries ran out mid-failover
+    rexc.RedisClusterException,  # no node reachable to learn the slots from
     OSError,
 )
 
