@@ -35,7 +35,7 @@ from gateway.providers.base import (
     UpstreamCall,
     pass_headers,
 )
-from gateway.providers.classify import MAX_DETAIL, json_or_none, stream_broken
+from gateway.providers.classify import MAX_DETAIL, json_or_none, not_json, stream_broken
 from gateway.providers.seam import UpstreamResponse
 from gateway.providers.transport import Transport
 from policies.errors import UpstreamError
@@ -116,13 +116,7 @@ class AnthropicProvider:
             raise self._fail(response, body)
         payload = json_or_none(body)
         if not isinstance(payload, dict):
-            raise UpstreamError(
-                f"{self.name} answered something that is not JSON",
-                kind="server_error",
-                status=response.status_code,
-                retryable=True,
-                breaker_failure=True,
-            )
+            raise not_json(self.name, response.status_code)
         model = str(call.body.get("model", call.upstream_model))
         translated = from_anthropic_response(payload, model, int(time.time()), _forced(call))
         usage = usage_from_anthropic(payload.get("usage"))

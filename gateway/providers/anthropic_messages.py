@@ -24,7 +24,7 @@ from gateway.providers.anthropic_stream import (
     usage_from_anthropic,
 )
 from gateway.providers.base import Completed, StreamState, UpstreamCall, pass_headers
-from gateway.providers.classify import MAX_DETAIL, json_or_none, stream_broken
+from gateway.providers.classify import MAX_DETAIL, json_or_none, not_json, stream_broken
 from gateway.providers.seam import UpstreamResponse
 from gateway.providers.transport import Transport
 from policies.errors import UpstreamError
@@ -69,13 +69,7 @@ async def complete(target: Target, call: UpstreamCall) -> Completed:
         raise _fail(target, response, body)
     payload = json_or_none(body)
     if not isinstance(payload, dict):
-        raise UpstreamError(
-            f"{target.name} answered something that is not JSON",
-            kind="server_error",
-            status=response.status_code,
-            retryable=True,
-            breaker_failure=True,
-        )
+        raise not_json(target.name, response.status_code)
     usage = usage_from_anthropic(payload.get("usage"))
     text = "" if usage.complete else _text(payload)
     out_headers = {"content-type": "application/json"}

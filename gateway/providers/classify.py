@@ -139,6 +139,17 @@ def json_or_none(body: bytes) -> object:
         return None
 
 
+def not_json(provider: str, status: int) -> UpstreamError:
+    """A success status whose body is not a JSON object: the deployment is broken."""
+    return UpstreamError(
+        f"{provider} answered something that is not JSON",
+        kind="server_error",
+        status=status,
+        retryable=True,
+        breaker_failure=True,
+    )
+
+
 def openai_error_code(payload: object) -> str | None:
     if isinstance(payload, dict):
         err = payload.get("error")

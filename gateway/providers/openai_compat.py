@@ -17,7 +17,13 @@ from gateway.providers.base import (
     UpstreamCall,
     pass_headers,
 )
-from gateway.providers.classify import MAX_DETAIL, json_or_none, openai_error_code, stream_broken
+from gateway.providers.classify import (
+    MAX_DETAIL,
+    json_or_none,
+    not_json,
+    openai_error_code,
+    stream_broken,
+)
 from gateway.providers.openai_responses import ResponsesStream, answer_text, usage_of
 from gateway.providers.seam import UpstreamResponse
 from gateway.providers.transport import Transport
@@ -67,13 +73,7 @@ class OpenAIProvider:
                 response, body, context_window=code in CONTEXT_CODES, usage=usage
             )
         if not isinstance(payload, dict):
-            raise UpstreamError(
-                f"{self.name} answered something that is not JSON",
-                kind="server_error",
-                status=response.status_code,
-                retryable=True,
-                breaker_failure=True,
-            )
+            raise not_json(self.name, response.status_code)
         model = payload.get("model")
         return Completed(
             response.status_code,
