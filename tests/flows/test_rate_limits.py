@@ -4,6 +4,7 @@ replicas through Redis, a Retry-After computed from the limiter."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -110,3 +111,45 @@ def test_tpm_takes_the_estimate_then_gives_back_what_was_not_used(
         assert "(tpm)" in refused.json()["error"]["message"]
         # the answer used 27 tokens: the rest came back, so the next fits at once
         assert asyncio.run(burst([gw.url], 1, body))[0].status_code == 200
+
+
+def test_a_client_that_leaves_a_stream_gives_its_place_back(
+    config: dict[str, Any], mock: str
+) -> None:
+    with run_gateway(limited(config, max_inflight=1), mock) as gw:
+        gw.script("gpt-4o-mini", [{"chunk_delay_s": 0.05, "completion_tokens": 200}])
+        headers = {"authorization": f"Bearer {KEY_RESEARCH}"}
+        body = {**CHAT, "stream": True, "max_tokens": 200}
+        with httpx.stream(
+            "POST", f"{gw.url}/v1/chat/completions", json=body, headers=headers, timeout=30
+        ) as r:
+            assert r.status_code == 200
+            lines = r.iter_lines()  # kept: a dropped iterator closes the connection
+            next(lines)
+            # its one place is taken while it streams
+            assert asyncio.run(burst([gw.url], 1))[0].status_code == 429
+        # the client hung up: the stream is cut and settled, and its lease goes with it
+        deadline = time.monotonic() + 10
+        while (code := asyncio.run(burst([gw.url], 1))[0].status_code) == 429:
+            assert time.monotonic() < deadline, "the lease of a cut stream was never released"
+            time.sleep(0.05)
+        assert code == 200
+
+
+def test_a_paused_redis_lets_limited_requests_through_and_says_so(
+    config: dict[str, Any], mock: str, own_redis_server: RedisServer
+) -> None:
+    config = limited(config, rpm=60)
+    config["store"] = own_redis_server.url
+    with run_gateway(config, mock) as gw:
+        before = scrape(gw)
+        own_redis_server.pause()
+        try:  # no budget to protect on these calls: load protection fails open
+            codes = [r.status_code for r in asyncio.run(burst([gw.url], 3))]
+        finally:
+            own_redis_server.resume()
+        assert codes == [200, 200, 200]
+        after = scrape(gw)
+        failed = delta(before, after, "spendgate_store_errors_total", operation="rate_admit")
+        assert failed == 3
+        assert asyncio.run(burst([gw.url], 1))[0].status_code == 200  # and it is back
