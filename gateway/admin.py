@@ -27,11 +27,11 @@ async def list_breakers(request: Request) -> Response:
     rt = runtime(request)
     breakers = {
         name: {
-            "state": route.breaker.state,
-            "failures": route.breaker.fail_counter,
-            "seconds_until_half_open": round(route.breaker.seconds_until_half_open(), 3),
+            "state": m.route.breaker.state,
+            "failures": m.route.breaker.fail_counter,
+            "seconds_until_half_open": round(m.route.breaker.seconds_until_half_open(), 3),
         }
-        for name, route in rt.routes.items()
+        for name, m in rt.models.items()
     }
     return json_response({"breakers": breakers})
 
@@ -41,13 +41,13 @@ async def reset_breaker(request: Request) -> Response:
         _require_admin(request)
         rt = runtime(request)
         model = request.path_params["model"]
-        route = rt.routes.get(model)
-        if route is None:
+        m = rt.models.get(model)
+        if m is None:
             raise GatewayError(404, "model_not_found", f"no model named {model!r}")
     except GatewayError as exc:
         return error_response(exc)
-    route.breaker.reset()
-    return json_response({"model": model, "state": route.breaker.state})
+    m.route.breaker.reset()
+    return json_response({"model": model, "state": m.route.breaker.state})
 
 
 async def store_status(request: Request) -> Response:

@@ -31,7 +31,7 @@ async def list_stalled(request: Request) -> Response:
         rt = _admin(request)
         if request.query_params.get("status", "stalled") != "stalled":
             raise bad_request("only status=stalled can be listed across keys")
-        idle_before = rt.wall() - rt.config.workflows.stall_after_s
+        idle_before = rt.wall() - rt.rules.workflows.stall_after_s
         stalled = await rt.store.list_stalled(idle_before, limit=500)
     except (GatewayError, AccountingError) as exc:
         return error_response(translate(exc))

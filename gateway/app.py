@@ -1,5 +1,6 @@
-"""The composition root: builds and wires every object; the lifespan opens and closes
-the HTTP pool and the store."""
+"""The composition root: ``gateway.compose`` builds every object from the config, this
+module wires them into the ASGI application; the lifespan opens and closes the HTTP
+pool and the store."""
 
 from __future__ import annotations
 
@@ -13,20 +14,19 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from accounting.budgets import Budgets
-from accounting.store import open_store
 from accounting.store.base import Store
-from gateway import admin, admin_workflows, lifecycle, routes, routes_apis, server, workflows
-from gateway.auth import Authenticator
-from gateway.config import FileConfig, Secrets, load, log_level_from_env, upstream_routes
-from gateway.providers.fasthttp import UpstreamPool
-from gateway.providers.seam import ClientSettings
-from gateway.providers.transport import open_client
-from gateway.runtime import Runtime, build_gates, build_models, build_providers, build_routes
-from gateway.store_guard import ObservedStore
+from gateway import (
+    admin,
+    admin_workflows,
+    compose,
+    lifecycle,
+    routes,
+    routes_apis,
+    server,
+    workflows,
+)
+from gateway.config import FileConfig, Secrets, load, log_level_from_env
 from gateway.telemetry import logging as log
-from gateway.telemetry import metrics
-from gateway.telemetry.tracing import Tracing, provider_from_env
 
 
 def create_app(
@@ -40,24 +40,8 @@ def create_app(
 ) -> FastPath:
     """The gateway for ``config``; ``clock`` drives breakers, ``wall`` leases and expiry."""
     server.configure(config.server)
-    pool = _upstream_pool(config)
-    gates = build_gates(config)
-    providers = build_providers(config, secrets, pool, gates)
-    the_store = ObservedStore(store or open_store(config.store))
-    auth = Authenticator(secrets.gateway_keys, secrets.admin_key, secrets.metrics_key)
-    rt = Runtime(
-        config=config,
-        models=build_models(config, providers),
-        routes=build_routes(config, clock, gates),
-        auth=auth,
-        budgets=Budgets(the_store, wall, lifecycle.settle_hooks()),
-        store=the_store,
-        labels=metrics.Labels(config.models, [k.name for k in config.auth.keys]),
-        pool=pool,
-        limiter=the_store.limiter(),
-        gates=gates,
-        wall=wall,
-        tracing=Tracing(tracer_provider or provider_from_env()),
+    rt = compose.runtime(
+        config, secrets, clock=clock, wall=wall, store=store, tracer_provider=tracer_provider
     )
 
     @contextlib.asynccontextmanager
@@ -116,29 +100,6 @@ def _routes() -> list[Route]:
         *admin_workflows.ROUTES,
         *workflows.ROUTES,
     ]
-
-
-def _upstream_pool(config: FileConfig) -> UpstreamPool:
-    """One upstream client per provider (its own connection limit and TLS context), on
-    the transport the config resolves for it (the lean pool, or httpx via a proxy)."""
-    clients = {}
-    for name, route in upstream_routes(config).items():
-        p = config.providers[name]
-        settings = ClientSettings(
-            max_connections=p.max_connections,
-            connect_timeout_s=p.connect_timeout_s,
-            pool_timeout_s=p.connect_timeout_s,
-            keepalive_expiry_s=p.keepalive_expiry_s,
-            max_response_header_bytes=p.max_response_header_bytes,
-            max_response_bytes=p.max_response_bytes,
-        )
-        clients[name] = open_client(
-            route.transport, settings, base_url=p.base_url, proxy=route.proxy, ca_file=p.ca_file
-        )
-        log.event(
-            "upstream_transport", provider=name, transport=route.transport, proxy=route.proxy_shown
-        )
-    return UpstreamPool(clients)
 
 
 def app_from_env() -> FastPath:

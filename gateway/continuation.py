@@ -79,12 +79,12 @@ def _cannot(ctx: Ctx, segment: StreamAnswer, splice: Splice) -> str | None:
 
 def _candidates(rt: Runtime, ctx: Ctx, broken: ModelRuntime) -> list[ModelRuntime]:
     """The same model, then the requested model's fallbacks: those that can continue."""
-    names = dict.fromkeys([broken.name, *rt.routes[ctx.model].fallbacks])
+    names = dict.fromkeys([broken.name, *rt.route(ctx.model).fallbacks])
     found = []
     for name in names:
         m = rt.models[name]
         usable = m.can_continue and m.kind == "chat" and ctx.principal.may_use(name)
-        if usable and rt.routes[name].breaker.admits():
+        if usable and m.route.breaker.admits():
             found.append(m)
     return found
 
@@ -96,7 +96,7 @@ async def _try(
     body = continuation_body(ctx.body, m, prefill, splice.produced_tokens)
     step = Step(m.name, "continuation", attempt=1)
     try:
-        with rt.routes[m.name].breaker.calling():
+        with m.route.breaker.calling():
             answer = await pipeline.attempt(rt, ctx, step, body)
     except (UpstreamError, BreakerOpen, AccountingError) as exc:
         log.event(

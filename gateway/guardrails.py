@@ -31,7 +31,7 @@ from gateway.telemetry import metrics
 
 async def watch_cancels(rt: Runtime) -> None:
     """Cut requests in flight whose workflow another replica cancelled."""
-    interval = rt.config.workflows.cancel_poll_s
+    interval = rt.rules.workflows.cancel_poll_s
     while True:
         pairs = rt.cuts.pairs()
         if pairs:
@@ -55,7 +55,7 @@ def anomaly_of(rt: Runtime, wf: WorkflowState) -> int | None:
     median = rt.cuts.medians.get(wf.name)
     if not median:
         return None
-    return median if wf.spent_micros > rt.config.workflows.cost_anomaly_factor * median else None
+    return median if wf.spent_micros > rt.rules.workflows.cost_anomaly_factor * median else None
 
 
 async def check_anomaly(rt: Runtime, wf: WorkflowState) -> None:
@@ -68,7 +68,7 @@ async def check_anomaly(rt: Runtime, wf: WorkflowState) -> None:
     if len(rt.cuts.flagged) > 10_000:
         rt.cuts.flagged.clear()
     rt.cuts.flagged.add(pair)
-    stop = rt.config.workflows.cost_anomaly_stop
+    stop = rt.rules.workflows.cost_anomaly_stop
     log.event(
         "cost_anomaly",
         level=30,
@@ -77,7 +77,7 @@ async def check_anomaly(rt: Runtime, wf: WorkflowState) -> None:
         workflow=wf.name,
         spent_usd=micros_to_usd(wf.spent_micros),
         kind_median_usd=micros_to_usd(median),
-        factor=rt.config.workflows.cost_anomaly_factor,
+        factor=rt.rules.workflows.cost_anomaly_factor,
         stopped=stop,
     )
     if stop:
@@ -88,4 +88,4 @@ async def check_anomaly(rt: Runtime, wf: WorkflowState) -> None:
 
 def cost_label(rt: Runtime, name: str | None) -> str:
     """The workflow kind as a bounded metric label."""
-    return name if name is not None and name in rt.config.workflows.names else "other"
+    return name if name is not None and name in rt.rules.workflows.names else "other"

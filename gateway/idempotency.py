@@ -44,7 +44,7 @@ def key_of(rt: Runtime, request: Request, ctx: Ctx) -> str | None:
         except InvalidKey as exc:
             raise bad_request(str(exc)) from None
     workflow, step = ctx.scope.workflow_id, ctx.scope.step
-    if rt.config.idempotency.derive_from_workflow_step and workflow and step:
+    if rt.rules.idempotency.derive_from_workflow_step and workflow and step:
         return derived_key(workflow, step)
     return None
 
@@ -95,7 +95,7 @@ async def finish(rt: Runtime, claim: Claim | None, record: Record | None) -> Non
     if claim is None or claim.done:
         return
     claim.done = True
-    limits = rt.config.idempotency
+    limits = rt.rules.idempotency
     if record is not None and record.size() > limits.max_record_bytes:
         log.event("idempotency_record_too_large", level=30, size=record.size())
         record = None

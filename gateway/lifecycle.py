@@ -79,7 +79,7 @@ async def running(rt: Runtime) -> AsyncIterator[None]:
             message="no gateway keys configured (auth.keys): ANYONE who can reach "
             "this port can spend through it",
         )
-    log.event("started", models=sorted(rt.models), store=rt.config.store.split(":", 1)[0])
+    log.event("started", models=sorted(rt.models), store=rt.rules.store_scheme)
     background = [
         _spawn(workflows.watch_stalls(rt)),
         _spawn(_watch_store(rt)),
@@ -119,7 +119,7 @@ async def _watch_store(rt: Runtime) -> None:
             await rt.store.check(rt.wall())
         metrics.STORE_RESET.set(1 if rt.store.reset_info() is not None else 0)
         metrics.SETTLES_PENDING.set(rt.budgets.pending_settles)
-        await asyncio.sleep(rt.config.defaults.store_check_interval_s)
+        await asyncio.sleep(rt.rules.defaults.store_check_interval_s)
 
 
 async def _wind_down(rt: Runtime) -> None:

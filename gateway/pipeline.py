@@ -23,7 +23,6 @@ from typing import Any
 from gateway import reserve
 from gateway.context import Answer, Attempt, Ctx, StreamAnswer
 from gateway.drain import drain
-from gateway.provider_gate import NO_SLOT
 from gateway.providers.base import Completed, UpstreamCall, UpstreamStream
 from gateway.providers.classify import silent, stream_broken
 from gateway.runtime import ModelRuntime, Runtime
@@ -61,7 +60,7 @@ async def run(rt: Runtime, ctx: Ctx) -> Answer | StreamAnswer:
     async with asyncio.timeout_at(_loop_deadline(ctx.deadline)) as ctx.timer:
         return await fallback.run(
             ctx.model,
-            rt.routes,
+            rt.route,
             one,
             ctx.deadline,
             hooks,
@@ -175,10 +174,7 @@ async def attempt(
 async def _admitted(rt: Runtime, ctx: Ctx, m: ModelRuntime, step: Step) -> Attempt:
     """A place in the provider's concurrency (``provider_gate``: a fair wait), then
     the attempt's reservation; the place is given back when the attempt is settled."""
-    gate = rt.gates.get(m.provider.name)
-    slot = NO_SLOT
-    if gate is not None:
-        slot = await gate.acquire(ctx.principal.name, ctx.prompt_bound() + ctx.max_output(m))
+    slot = await m.gate.acquire(ctx.principal.name, ctx.prompt_bound() + ctx.max_output(m))
     try:
         at = await reserve.reserve(rt, ctx, m, step)
     except BaseException:
@@ -227,7 +223,7 @@ def _attempt_attributes(rt: Runtime, ctx: Ctx, m: ModelRuntime, step: Step) -> d
         "spendgate.fallback": step.reason != "primary",
         "spendgate.fallback_reason": step.reason,
         "spendgate.retry_reason": ctx.retry_reason if step.attempt > 1 else None,
-        "spendgate.breaker_state": rt.routes[m.name].breaker.state,
+        "spendgate.breaker_state": m.route.breaker.state,
     }
 
 

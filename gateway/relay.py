@@ -168,7 +168,7 @@ class SSEResponse:
         answer will not be stored, so nothing more is kept (at once, not at the end)."""
         assert self.frames is not None
         self.recorded += len(chunk)
-        if self.recorded > self.ex.rt.config.idempotency.max_record_bytes:
+        if self.recorded > self.ex.rt.rules.idempotency.max_record_bytes:
             self.frames = None
             log.event("idempotency_record_too_large", level=30, size=self.recorded)
             return

@@ -315,7 +315,7 @@ def build_ctx(
     fingerprint: str | None = None,
 ) -> Ctx:
     model = check_model(rt, principal, body, endpoint)
-    defaults = rt.config.defaults
+    defaults = rt.rules.defaults
     try:
         seconds = timeout_seconds(
             request.headers.get("x-request-timeout"),
@@ -341,7 +341,7 @@ def build_ctx(
         stream=bool(body.get("stream")) and endpoint != "embeddings",
         deadline=Deadline(time.monotonic() + seconds, time.monotonic),
         scope=workflow_scope(
-            request, principal, fingerprint, rt.config.workflows.max_identical_calls
+            request, principal, fingerprint, rt.rules.workflows.max_identical_calls
         ),
         sdk_retrying=bool(_RETRY_COUNT.match(retry_count)) and int(retry_count) > 0,
         upstream_headers=upstream,

@@ -47,7 +47,7 @@ async def reserve(rt: Runtime, ctx: Ctx, m: ModelRuntime, step: Step) -> Attempt
     try:
         return _opened(ctx, await _hold(rt, ctx, m, step, prompt, out))
     except BudgetExceeded as refused:
-        if not rt.config.budgets.clamp_output or ctx.endpoint == "embeddings":
+        if not rt.rules.budgets.clamp_output or ctx.endpoint == "embeddings":
             raise
         return _opened(ctx, await _clamped(rt, ctx, m, step, prompt, refused))
 
@@ -59,7 +59,7 @@ async def _clamped(
     above the caller's), or raise when that is below ``budgets.min_output_tokens``. A
     second budget (tokens, the key's) may refuse in turn: each refusal lowers it again."""
     limit, choices = ctx.output_limit(m)
-    floor = rt.config.budgets.min_output_tokens
+    floor = rt.rules.budgets.min_output_tokens
     for _ in range(CLAMP_TRIES):
         fitting = _fitting_output(m, prompt, refused, limit * choices, ctx.caching)
         per_choice = min(limit, fitting // choices)
@@ -113,7 +113,7 @@ async def _hold(
 ) -> Attempt:
     worst = worst_case_micros(m.price, prompt, out, caching=ctx.caching)
     drain = 0.0 if ctx.stream else rt.drain_s
-    lease = max(ctx.deadline.remaining(), 0.0) + rt.config.defaults.lease_margin_s + drain
+    lease = max(ctx.deadline.remaining(), 0.0) + rt.rules.defaults.lease_margin_s + drain
     new_call = ctx.attempts == 1 and step.reason != "continuation"
     hold = await rt.budgets.reserve(ctx.scope, worst, prompt + out, lease, new_call)
     if hold.workflow is not None:

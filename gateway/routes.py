@@ -60,8 +60,8 @@ async def _proxy(request: Request, endpoint: Endpoint) -> Response:
     request_id = rt.request_ids()
     try:
         principal = rt.auth.authenticate(gateway_key(request, endpoint))
-        body, size, caching, raw = await read_json(request, rt.config.defaults.max_body_bytes)
-        fingerprint = loop_fingerprint(request, raw, rt.config.workflows.max_identical_calls)
+        body, size, caching, raw = await read_json(request, rt.rules.defaults.max_body_bytes)
+        fingerprint = loop_fingerprint(request, raw, rt.rules.workflows.max_identical_calls)
         ctx = build_ctx(rt, request, principal, body, endpoint, request_id, fingerprint)
         ctx.body_bytes, ctx.caching = size, caching
         ctx.span = rt.tracing.start_request(request.headers, endpoint, ctx.model)

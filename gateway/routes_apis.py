@@ -42,7 +42,7 @@ async def count_tokens(request: Request) -> Response:
     rt = routes.runtime(request)
     try:
         principal = rt.auth.authenticate(gateway_key(request, "messages"))
-        body, size, _, _ = await read_json(request, rt.config.defaults.max_body_bytes)
+        body, size, _, _ = await read_json(request, rt.rules.defaults.max_body_bytes)
         m = rt.models[check_model(rt, principal, body, "chat")]
         if not isinstance(m.provider, AnthropicProvider):
             view = chat_view("messages", body)
@@ -52,7 +52,7 @@ async def count_tokens(request: Request) -> Response:
             return routes.json_response({"input_tokens": counted})
         headers = {**anthropic_headers(request), "x-request-id": rt.request_ids()}
         sent = {**body, "model": m.upstream_model}
-        async with asyncio.timeout(rt.config.defaults.request_timeout_s):
+        async with asyncio.timeout(rt.rules.defaults.request_timeout_s):
             status, payload = await m.provider.count_tokens(sent, headers)
     except GatewayError as exc:
         return routes.error_response(exc, api="messages")

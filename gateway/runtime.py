@@ -1,10 +1,13 @@
-"""The objects the request path uses, built once from the config at start."""
+"""The objects the request path uses: plain data, built once by the composition root
+(``gateway.compose``) from the config. Nothing here reads the config file: each part of
+the request path finds the settings it needs in these objects (``Rules``, and one
+``ModelRuntime`` per configured model)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,43 +17,47 @@ from accounting.pricing import Price
 from accounting.store.base import Store, WorkflowState
 from accounting.store.common import IdSource
 from gateway.auth import Authenticator
-from gateway.config import (
-    FileConfig,
-    ModelConfig,
-    Secrets,
-    context_window_of,
-    max_output_of,
-    price_of,
-)
+from gateway.config_schema import BudgetsConfig, DefaultsConfig, IdempotencyConfig, WorkflowsConfig
 from gateway.counting import Counter
 from gateway.inflight import Cuts
 from gateway.provider_gate import ProviderGate
 from gateway.providers.base import Provider
 from gateway.providers.fasthttp import UpstreamPool
-from gateway.providers.kinds import KINDS
-from gateway.providers.transport import Transport
-from gateway.scrub import Scrubber
-from gateway.telemetry import logging as log
 from gateway.telemetry import metrics
 from gateway.telemetry.tracing import Tracing
-from policies.breaker import STATE_CODES, Breaker
 from policies.fallback import Route
-from policies.retry import RetryBudget, RetrySettings
 
 
 @dataclass(frozen=True)
 class ModelRuntime:
+    """One configured model, everything serving it needs: its provider (and that
+    provider's admission gate), price, limits, and its route (retry settings, breaker,
+    fallbacks)."""
+
     name: str
     kind: str  # chat | embeddings
     provider: Provider
     upstream_model: str
     price: Price
     max_output_tokens: int
+    route: Route
+    gate: ProviderGate
     provider_kind: str = "openai"
     first_token_s: float = 120.0  # headers + first content event (a plain answer: all of it)
     idle_s: float = 60.0  # silence allowed between a stream's later events
     can_continue: bool = False  # continuation: prefill
     context_window: int | None = None  # tokens; None: not known
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The config sections the request path reads (the rest is used up at start)."""
+
+    defaults: DefaultsConfig
+    budgets: BudgetsConfig
+    workflows: WorkflowsConfig
+    idempotency: IdempotencyConfig
+    store_scheme: str
 
 
 class WorkflowMemory:
@@ -75,16 +82,14 @@ class WorkflowMemory:
 
 @dataclass
 class Runtime:
-    config: FileConfig
-    models: dict[str, ModelRuntime]
-    routes: dict[str, Route]
+    rules: Rules
+    models: Mapping[str, ModelRuntime]
     auth: Authenticator
     budgets: Budgets
     store: Store
     labels: metrics.Labels
     pool: UpstreamPool
     limiter: Limiter
-    gates: dict[str, ProviderGate] = field(default_factory=dict)  # by provider
     wall: Callable[[], float] = time.time
     tracing: Tracing = field(default_factory=lambda: Tracing(None))
     inflight: metrics.Inflight = field(default_factory=metrics.Inflight)
@@ -92,13 +97,15 @@ class Runtime:
     seen: WorkflowMemory = field(default_factory=lambda: WorkflowMemory())
     counter: Counter = field(default_factory=Counter)
     cuts: Cuts = field(default_factory=Cuts)
+    settling: set[asyncio.Task[None]] = field(default_factory=set)
+    idem_waiters: dict[str, asyncio.Event] = field(default_factory=dict)
 
     @property
     def drain_s(self) -> float:
-        return self.config.defaults.drain_timeout_s
+        return self.rules.defaults.drain_timeout_s
 
-    settling: set[asyncio.Task[None]] = field(default_factory=set)
-    idem_waiters: dict[str, asyncio.Event] = field(default_factory=dict)
+    def route(self, model: str) -> Route:
+        return self.models[model].route
 
     def track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a settlement that must finish even if its request is cancelled; the
@@ -107,110 +114,3 @@ class Runtime:
         self.settling.add(task)
         task.add_done_callback(self.settling.discard)
         return task
-
-
-def build_gates(config: FileConfig) -> dict[str, ProviderGate]:
-    """One admission gate per provider (``gateway.provider_gate``)."""
-    return {
-        name: ProviderGate(name, p.max_inflight or p.max_connections, p.queue_timeout_s)
-        for name, p in config.providers.items()
-    }
-
-
-def build_providers(
-    config: FileConfig, secrets: Secrets, pool: UpstreamPool, gates: dict[str, ProviderGate]
-) -> dict[str, Provider]:
-    providers: dict[str, Provider] = {}
-    scrubber = Scrubber(secrets.every_secret())
-    for name, p in config.providers.items():
-        transport = Transport(
-            pool[name],
-            name,
-            idle_timeout_s=p.idle_timeout_s,
-            first_token_timeout_s=p.first_token_timeout_s,
-            max_event_bytes=p.max_event_bytes,
-            scrubber=scrubber,
-            on_answer=gates[name].observe,
-        )
-        providers[name] = KINDS[p.kind](name, p, secrets.provider_keys[name], transport)
-    return providers
-
-
-def _breaker_listener(
-    config: FileConfig, gates: dict[str, ProviderGate]
-) -> Callable[[str, str, str], None]:
-    def on_change(model: str, old: str, new: str) -> None:
-        _on_breaker_change(model, old, new)
-        if new == "closed" and old != "closed":  # recovered: no stampede
-            gates[config.models[model].provider].slow_start()
-
-    return on_change
-
-
-def _on_breaker_change(model: str, old: str, new: str) -> None:
-    metrics.BREAKER_STATE.labels(model).set(STATE_CODES.get(new, 0))
-    metrics.BREAKER_TRANSITIONS.labels(model, new).inc()
-    log.event("breaker_state_change", model=model, from_state=old, to_state=new)
-
-
-def build_routes(
-    config: FileConfig, clock: Callable[[], float], gates: dict[str, ProviderGate]
-) -> dict[str, Route]:
-    listener = _breaker_listener(config, gates)
-    budgets = {
-        name: RetryBudget(config.defaults.retry_budget_ratio, config.defaults.retry_budget_min)
-        for name in config.providers
-    }
-    routes = {}
-    for name, m in config.models.items():
-        routes[name] = _route(name, m, config, clock, budgets[m.provider], listener)
-        metrics.BREAKER_STATE.labels(name).set(0)
-    return routes
-
-
-def _route(
-    name: str,
-    m: ModelConfig,
-    config: FileConfig,
-    clock: Callable[[], float],
-    budget: RetryBudget,
-    listener: Callable[[str, str, str], None],
-) -> Route:
-    retry = m.retry or config.defaults.retry
-    breaker = m.breaker or config.defaults.breaker
-    return Route(
-        model=name,
-        retry=RetrySettings(
-            retry.max_attempts,
-            retry.initial_backoff_s,
-            retry.max_backoff_s,
-            retry.max_retry_after_s,
-        ),
-        breaker=Breaker(name, breaker.fail_max, breaker.reset_timeout_s, clock, listener),
-        budget=budget,
-        fallbacks=m.fallbacks,
-        context_window_fallbacks=m.context_window_fallbacks,
-    )
-
-
-def build_models(config: FileConfig, providers: dict[str, Provider]) -> dict[str, ModelRuntime]:
-    return {name: _model(name, m, config, providers) for name, m in config.models.items()}
-
-
-def _model(
-    name: str, m: ModelConfig, config: FileConfig, providers: dict[str, Provider]
-) -> ModelRuntime:
-    provider = config.providers[m.provider]
-    return ModelRuntime(
-        name=name,
-        kind=m.kind,
-        provider=providers[m.provider],
-        upstream_model=m.upstream_model,
-        price=price_of(m, provider.kind),
-        max_output_tokens=max_output_of(m, config.defaults),
-        provider_kind=provider.kind,
-        first_token_s=m.first_token_timeout_s or provider.first_token_timeout_s,
-        idle_s=m.idle_timeout_s or provider.idle_timeout_s,
-        can_continue=m.continuation == "prefill",
-        context_window=context_window_of(m, provider.kind),
-    )

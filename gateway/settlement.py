@@ -83,7 +83,7 @@ async def settle_received(rt: Runtime, ctx: Ctx, at: Attempt) -> Usage:
         extra=state.overflow_bytes,
     )
     if not (state.done or state.ended_by_upstream):  # we cut it while it generated
-        allowance = rt.config.budgets.cut_stream_allowance_tokens
+        allowance = rt.rules.budgets.cut_stream_allowance_tokens
         usage = replace(usage, partial_output_tokens=(usage.partial_output_tokens or 0) + allowance)
     await charge(rt, ctx, at, usage, rule)
     return usage

@@ -22,7 +22,7 @@ def usd(micros: int | None) -> str | None:
 def status_of(rt: Runtime, wf: WorkflowState) -> dict[str, Any]:
     now = rt.wall()
     status = wf.status
-    if status == "running" and now - wf.last_seen_at > rt.config.workflows.stall_after_s:
+    if status == "running" and now - wf.last_seen_at > rt.rules.workflows.stall_after_s:
         status = "stalled"  # type: ignore[assignment]
     return {
         "id": wf.workflow_id,
@@ -72,7 +72,7 @@ def _limits(rt: Runtime, wf: WorkflowState, now: float) -> dict[str, Any]:
             "limit": wf.max_calls,
             "left": None if wf.max_calls is None else max(0, wf.max_calls - wf.requests),
         },
-        "identical_calls": {"limit": rt.config.workflows.max_identical_calls or None},
+        "identical_calls": {"limit": rt.rules.workflows.max_identical_calls or None},
     }
 
 
@@ -80,7 +80,7 @@ def _anomaly(rt: Runtime, wf: WorkflowState) -> dict[str, Any] | None:
     median = anomaly_of(rt, wf)
     if median is None:
         return None
-    factor = rt.config.workflows.cost_anomaly_factor
+    factor = rt.rules.workflows.cost_anomaly_factor
     return {"kind_median_usd": micros_to_usd(median), "factor": factor}
 
 

@@ -68,7 +68,7 @@ async def list_workflows(request: Request) -> Response:
     try:
         principal = rt.auth.authenticate(request.headers.get("authorization"))
         status, after, limit = _listing(request)
-        idle_before = rt.wall() - rt.config.workflows.stall_after_s
+        idle_before = rt.wall() - rt.rules.workflows.stall_after_s
         page, cursor = await rt.store.list_workflows(
             principal.name, status, idle_before, after, limit
         )
@@ -197,10 +197,10 @@ async def _completed(rt: Runtime, wf: WorkflowState) -> None:
 async def watch_stalls(rt: Runtime) -> None:
     """Keep the stall and in-flight gauges and the kinds' medians current; sweep
     expired store records."""
-    interval = rt.config.workflows.check_interval_s
+    interval = rt.rules.workflows.check_interval_s
     while True:
         try:
-            idle_before = rt.wall() - rt.config.workflows.stall_after_s
+            idle_before = rt.wall() - rt.rules.workflows.stall_after_s
             metrics.WORKFLOWS_STALLED.set(await rt.store.count_stalled(idle_before))
             await rt.store.sweep(rt.wall())
         except AccountingError as exc:

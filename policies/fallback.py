@@ -11,7 +11,7 @@ except a context-window error, which moves to the failing model's
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 
@@ -69,7 +69,7 @@ class Choices:
 
 async def run(
     model: str,
-    routes: Mapping[str, Route],
+    route_of: Callable[[str], Route],
     attempt: AttemptFn[T],
     deadline: Deadline,
     hooks: RetryHooks,
@@ -80,7 +80,7 @@ async def run(
     choices = choices or Choices()
     outcome = Outcome()
     queue: list[tuple[str, str]] = [(model, "primary")]
-    queue += _candidates(routes[model].fallbacks, "fallback", choices.allowed, outcome)
+    queue += _candidates(route_of(model).fallbacks, "fallback", choices.allowed, outcome)
     step = Step(model, "primary")
     previous: str | None = None
     while queue:
@@ -93,14 +93,14 @@ async def run(
         step.model, step.reason, step.last_error = name, reason, None
         step.waiting = len(queue)
         try:
-            return await _run_one(routes[name], step, attempt, deadline, hooks, sdk_retrying)
+            return await _run_one(route_of(name), step, attempt, deadline, hooks, sdk_retrying)
         except BreakerOpen as exc:
             if step.last_error is not None:  # it opened during our own retries
                 outcome.failures.append(Failure(name, step.last_error))
             else:
                 outcome.open_breakers[name] = exc.retry_after_s
         except UpstreamError as exc:
-            queue = _after_failure(name, exc, routes[name], queue, choices, outcome)
+            queue = _after_failure(name, exc, route_of(name), queue, choices, outcome)
     _no_candidate_left(outcome)
 
 

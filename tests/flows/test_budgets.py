@@ -166,7 +166,7 @@ def test_complete_and_stalled_listing(config: dict[str, Any], mock: str) -> None
             )
         done = c.post("/workflows/wf-done/complete").json()
         assert done["status"] == "completed" and done["current_step"] == "plan"
-        wall.advance(gw.runtime.config.workflows.stall_after_s + 1)
+        wall.advance(gw.runtime.rules.workflows.stall_after_s + 1)
         listed = httpx.get(
             f"{gw.url}/admin/workflows?status=stalled",
             headers={"authorization": f"Bearer {ADMIN_KEY}"},

@@ -90,7 +90,7 @@ def test_unknown_model_is_404(gateway: Gateway) -> None:
 
 
 def test_body_over_limit_is_413(gateway: Gateway) -> None:
-    limit = gateway.runtime.config.defaults.max_body_bytes
+    limit = gateway.runtime.rules.defaults.max_body_bytes
     big = {**CHAT, "messages": [{"role": "user", "content": "x" * (limit + 10)}]}
     with gateway.client() as c:
         r = c.post("/v1/chat/completions", json=big)
@@ -98,7 +98,7 @@ def test_body_over_limit_is_413(gateway: Gateway) -> None:
 
 
 def test_body_over_limit_without_content_length_is_413(gateway: Gateway) -> None:
-    limit = gateway.runtime.config.defaults.max_body_bytes
+    limit = gateway.runtime.rules.defaults.max_body_bytes
 
     def chunks() -> Any:
         yield b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "'

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.app import _upstream_pool
+from gateway.compose import upstream_pool
 from gateway.config import ConfigError, parse, resolve_secrets, upstream_routes
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import UpstreamCall
@@ -150,7 +150,7 @@ def two_providers(url: str, transport: str) -> dict[str, Any]:
 
 async def test_each_provider_has_its_own_connection_limit(server: RawServer, kind: str) -> None:
     server.script([Read(), Send(CHUNKED_HEAD), Hold()], [Read(), Send(response())])
-    upstreams = _upstream_pool(parse(two_providers(server.url, kind)))
+    upstreams = upstream_pool(parse(two_providers(server.url, kind)))
     try:
         held = await post(upstreams["a"], server.url, stream=True)
         with pytest.raises(httpx.PoolTimeout):
