@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -26,6 +25,7 @@ from gateway import (
     workflows,
 )
 from gateway.config import FileConfig, Secrets, load, log_level_from_env
+from gateway.incoming import HotRequest
 from gateway.telemetry import logging as log
 
 
@@ -72,13 +72,14 @@ class FastPath:
     def __init__(self, app: Starlette) -> None:
         self.app = app
         self.state = app.state
+        self.runtime = app.state.runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = self.HOT.get(scope["path"])
             if handler is not None:
                 scope["app"] = self
-                response = await handler(Request(scope, receive))
+                response = await handler(HotRequest(scope, receive))
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

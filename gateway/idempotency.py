@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from starlette.requests import Request
 from starlette.responses import Response
 
 from accounting.errors import AccountingError
 from gateway.context import Ctx
 from gateway.errors import GatewayError, bad_request
+from gateway.incoming import Incoming
 from gateway.runtime import Runtime
 from gateway.telemetry import logging as log
 from gateway.telemetry import metrics
@@ -36,7 +36,7 @@ class Claim:
     done: bool = False
 
 
-def key_of(rt: Runtime, request: Request, ctx: Ctx) -> str | None:
+def key_of(rt: Runtime, request: Incoming, ctx: Ctx) -> str | None:
     raw = request.headers.get("idempotency-key")
     if raw is not None:
         try:
@@ -49,7 +49,7 @@ def key_of(rt: Runtime, request: Request, ctx: Ctx) -> str | None:
     return None
 
 
-async def begin(rt: Runtime, request: Request, ctx: Ctx) -> Response | Claim | None:
+async def begin(rt: Runtime, request: Incoming, ctx: Ctx) -> Response | Claim | None:
     """Claim the key, or answer from the store; None when the request has no key."""
     key = key_of(rt, request, ctx)
     if key is None:

@@ -10,13 +10,13 @@ import time
 from typing import Any
 
 import orjson
-from starlette.requests import Request
 
 from accounting.budgets import Scope
 from accounting.pricing import micros_to_usd, usd_to_micros
 from gateway.auth import Principal
 from gateway.context import Ctx
 from gateway.errors import GatewayError, bad_request
+from gateway.incoming import Incoming
 from gateway.providers.base import Endpoint
 from gateway.runtime import Runtime
 from policies.deadline import Deadline, timeout_seconds
@@ -39,7 +39,7 @@ MAX_WORKFLOW_CALLS = 10**9
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
-async def read_json(request: Request, limit: int) -> tuple[dict[str, Any], int, bool, bytes]:
+async def read_json(request: Incoming, limit: int) -> tuple[dict[str, Any], int, bool, bytes]:
     """The body parsed (once), its size in bytes, whether it marks anything for a
     provider's prompt cache (only then can the request be billed cache writes), and the
     raw bytes (for a fingerprint; dropped with the request)."""
@@ -64,7 +64,7 @@ async def read_json(request: Request, limit: int) -> tuple[dict[str, Any], int, 
     return body, size, b'"cache_control"' in raw, raw
 
 
-def loop_fingerprint(request: Request, raw: bytes, max_identical: int) -> str | None:
+def loop_fingerprint(request: Incoming, raw: bytes, max_identical: int) -> str | None:
     """The loop guard's fingerprint of a request (model, messages and parameters: its
     body's bytes), when the guard applies: a workflow, and no Idempotency-Key (an
     idempotent repeat is a replay, never a loop)."""
@@ -167,7 +167,7 @@ def check_messages(body: dict[str, Any]) -> None:
 ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
-def anthropic_headers(request: Request) -> dict[str, str]:
+def anthropic_headers(request: Incoming) -> dict[str, str]:
     """The Anthropic headers a Messages client sent, passed on to Anthropic providers."""
     out = {}
     for name in ANTHROPIC_HEADERS:
@@ -177,7 +177,7 @@ def anthropic_headers(request: Request) -> dict[str, str]:
     return out
 
 
-def gateway_key(request: Request, endpoint: str) -> str | None:
+def gateway_key(request: Incoming, endpoint: str) -> str | None:
     """The Authorization header, or (Messages clients) the gateway key in ``x-api-key``."""
     authorization = request.headers.get("authorization")
     if authorization is None and endpoint == "messages":
@@ -194,7 +194,7 @@ def _bounded_int(body: dict[str, Any], name: str, low: int, high: int) -> None:
         raise bad_request(f"'{name}' must be a whole number from {low} to {high}", name)
 
 
-def _header_id(request: Request, name: str) -> str | None:
+def _header_id(request: Incoming, name: str) -> str | None:
     value = request.headers.get(name)
     if value is None:
         return None
@@ -213,7 +213,7 @@ WORKFLOW_HEADERS = (
 
 
 def workflow_scope(
-    request: Request, principal: Principal, fingerprint: str | None = None, max_identical: int = 0
+    request: Incoming, principal: Principal, fingerprint: str | None = None, max_identical: int = 0
 ) -> Scope:
     headers = request.headers
     workflow = _header_id(request, "x-workflow-id")
@@ -307,7 +307,7 @@ def _tokens_header(text: str | None) -> int | None:
 
 def build_ctx(
     rt: Runtime,
-    request: Request,
+    request: Incoming,
     principal: Principal,
     body: dict[str, Any],
     endpoint: Endpoint,

@@ -18,6 +18,7 @@ from accounting.pricing import max_output_within, worst_case_micros
 from gateway.context import Attempt, Ctx
 from gateway.counting import MAX_COUNTED_BYTES
 from gateway.runtime import ModelRuntime, Runtime
+from gateway.translate.reasoning import openai_reasons
 from policies.fallback import Step
 
 NEAR_CAP = 10  # a bound above a tenth of what is left is counted exactly
@@ -141,5 +142,5 @@ def with_limit(ctx: Ctx, m: ModelRuntime, at: Attempt, body: dict[str, Any]) -> 
 def _limit_field(m: ModelRuntime) -> str:
     """OpenAI's reasoning models take only ``max_completion_tokens``; every other chat
     API (OpenAI-compatible servers, Anthropic's translation) takes ``max_tokens``."""
-    reasoning = m.upstream_model.startswith(("o1", "o3", "o4", "gpt-5"))
-    return "max_completion_tokens" if m.provider_kind == "openai" and reasoning else "max_tokens"
+    reasoning = m.provider_kind == "openai" and openai_reasons(m.upstream_model)
+    return "max_completion_tokens" if reasoning else "max_tokens"

@@ -14,6 +14,7 @@ from gateway import idempotency, key_limits, pipeline
 from gateway.context import Answer, Ctx, response_headers
 from gateway.errors import GatewayError, translate
 from gateway.exchange import Exchange
+from gateway.incoming import Incoming
 from gateway.providers.base import Endpoint
 from gateway.relay import SSEResponse
 from gateway.request import build_ctx, gateway_key, loop_fingerprint, read_json
@@ -28,8 +29,9 @@ JSON = "application/json"
 READY_TIMEOUT_S = 2.0
 
 
-def runtime(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.runtime
+def runtime(request: Incoming) -> Runtime:
+    app = request.app  # the FastPath on the hot path, else the Starlette app
+    rt: Runtime = getattr(app, "runtime", None) or app.state.runtime
     return rt
 
 
@@ -47,15 +49,15 @@ def error_response(
     )
 
 
-async def chat_completions(request: Request) -> Response:
+async def chat_completions(request: Incoming) -> Response:
     return await _proxy(request, "chat")
 
 
-async def embeddings(request: Request) -> Response:
+async def embeddings(request: Incoming) -> Response:
     return await _proxy(request, "embeddings")
 
 
-async def _proxy(request: Request, endpoint: Endpoint) -> Response:
+async def _proxy(request: Incoming, endpoint: Endpoint) -> Response:
     rt = runtime(request)
     request_id = rt.request_ids()
     try:
@@ -79,7 +81,7 @@ async def _proxy(request: Request, endpoint: Endpoint) -> Response:
     return await _serve(rt, request, ctx)
 
 
-async def _serve(rt: Runtime, request: Request, ctx: Ctx) -> Response:
+async def _serve(rt: Runtime, request: Incoming, ctx: Ctx) -> Response:
     ex = Exchange(rt, ctx)
     try:
         guard = await idempotency.begin(rt, request, ctx)

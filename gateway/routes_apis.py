@@ -13,6 +13,7 @@ from starlette.responses import Response
 from accounting.tokens import estimate_chat_prompt, prompt_upper_bound
 from gateway import routes
 from gateway.errors import GatewayError
+from gateway.incoming import Incoming
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.request import anthropic_headers, check_model, gateway_key, read_json
 from gateway.translate.views import chat_view
@@ -24,11 +25,11 @@ SERVED = (
 )
 
 
-async def responses(request: Request) -> Response:
+async def responses(request: Incoming) -> Response:
     return await routes._proxy(request, "responses")
 
 
-async def messages(request: Request) -> Response:
+async def messages(request: Incoming) -> Response:
     return await routes._proxy(request, "messages")
 
 

@@ -6,7 +6,8 @@ savepoint, the others are kept), but a burst of N writes pays for one ``BEGIN``/
 ``COMMIT`` and one hand-off between threads instead of N. Under no load a batch is a
 single operation, exactly as before.
 
-Timeouts are honest. The caller waits ``timeout_s`` at most and then raises
+Timeouts are honest. The caller waits ``timeout_s`` at most (one timer per batcher
+watches every waiting caller) and then raises
 StoreUnavailable; an operation may only *start* within the first half of that time
 (its deadline, checked by the writer thread against the monotonic clock just before
 it runs). One the caller gave up on (timed out or cancelled) is skipped, never run
@@ -65,6 +66,9 @@ class WriteBatcher:
         self._pending: deque[Op] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
+        self._waiting: deque[tuple[float, Op]] = deque()  # (caller's deadline, op), in order
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -74,18 +78,43 @@ class WriteBatcher:
             schedule, self._scheduled = not self._scheduled, True
         if schedule:
             self._executor.submit(self._drain, loop)
+        self._wait_for(loop, op)
         try:
-            async with asyncio.timeout(self._timeout_s):
-                return await op.future
-        except TimeoutError:
-            op.abandoned = True
-            raise StoreUnavailable(
-                f"the sqlite store did not answer within {self._timeout_s:g} s (writer busy or "
-                "the disk stalled); the operation was not applied"
-            ) from None
+            return await op.future
         except asyncio.CancelledError:
             op.abandoned = True
             raise
+
+    def _wait_for(self, loop: asyncio.AbstractEventLoop, op: Op) -> None:
+        """Bound the caller's wait by ``timeout_s``: one timer for all waiting callers
+        (their deadlines come in order), not one per operation."""
+        waiting = self._waiting
+        while waiting and waiting[0][1].future.done():
+            waiting.popleft()
+        waiting.append((loop.time() + self._timeout_s, op))
+        if self._watchdog is None or self._watchdog_loop is not loop:
+            self._watchdog, self._watchdog_loop = (
+                loop.call_at(waiting[0][0], self._expire, loop),
+                loop,
+            )
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail every caller whose wait is over (the write is then skipped, never run
+        late); look again at the next deadline."""
+        self._watchdog = None
+        waiting, now = self._waiting, loop.time()
+        while waiting and (waiting[0][1].future.done() or waiting[0][0] <= now):
+            _, op = waiting.popleft()
+            if not op.future.done():
+                op.abandoned = True
+                op.future.set_exception(
+                    StoreUnavailable(
+                        f"the sqlite store did not answer within {self._timeout_s:g} s (writer "
+                        "busy or the disk stalled); the operation was not applied"
+                    )
+                )
+        if waiting:
+            self._watchdog = loop.call_at(waiting[0][0], self._expire, loop)
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the store's thread: run batches until nothing is queued."""

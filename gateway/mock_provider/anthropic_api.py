@@ -5,6 +5,12 @@ writes, which are reported separately as ``cache_read_input_tokens`` and
 ``cache_creation_input_tokens`` (the stats record keeps the full prompt count in
 ``prompt_tokens``, the cache reads in ``cached_tokens`` and the writes in
 ``cache_write_tokens``).
+
+A request with ``thinking: {"type": "enabled"}`` gets a thinking block (``THOUGHT``,
+signed) before the answer, streamed as ``thinking_delta``s and a ``signature_delta``;
+its tokens are output, as Anthropic bills them: in ``output_tokens`` and in the stats
+record's ``completion_tokens`` (on top of the answer's: the mock does not take them
+from ``max_tokens``).
 """
 
 from __future__ import annotations
@@ -28,6 +34,21 @@ from gateway.mock_provider.script import Step
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 MALFORMED = b"event: content_block_delta\ndata: {not json\n\n"
+THOUGHT = "The user wants a short answer, so I will keep it brief."
+SIGNATURE = "mock-signature"
+Thought = tuple[tuple[str, int], ...]
+
+
+def thought(body: dict[str, Any]) -> Thought:
+    """The thinking a request asks for, in fragments with their tokens (none if not)."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return ()
+    return tuple(tokens.token_fragments(THOUGHT))
+
+
+def thought_tokens(pieces: Thought) -> int:
+    return sum(count for _, count in pieces)
 
 
 def sse(event: str, document: dict[str, Any]) -> bytes:
@@ -99,27 +120,29 @@ class MessagesApi:
 
     def abandoned_tokens(self, call: Call) -> int:
         plan = call.plan()
-        return plan.completion_tokens
+        return plan.completion_tokens + thought_tokens(thought(call.body))
 
     async def generate(self, call: Call) -> None:
         forced = forced_tool_call(call.body) if call.step.tool_call is None else None
         if forced is not None:  # a model made to call a tool calls it
             call.step = replace(call.step, tool_call=forced)
         record, step = call.record, call.step
-        plan = call.plan()
+        plan, thinking = call.plan(), thought(call.body)
         record.cached_tokens = plan.cached_tokens
         record.cache_write_tokens = plan.cache_write_tokens
         if call.body.get("stream") is True:
-            events = _stream_events(plan, record.id, usage=step.usage)
+            events = _stream_events(plan, record.id, thinking, usage=step.usage)
             error = {"type": "overloaded_error", "message": "Overloaded" + call.echo()}
             events.error = sse("error", {"type": "error", "error": error})
+            record.completion_tokens = thought_tokens(thinking)  # sent before the answer
             await run_stream(call.ex, record, step, events, call.headers(*SSE_HEADERS))
             return
-        document = _message(plan, record.id)
+        document = _message(plan, record.id, thinking)
         if not step.usage:
             del document["usage"]
         payload = orjson.dumps(document)
-        record.completion_tokens = plan.completion_tokens  # generated (billed) in full
+        # generated (billed) in full
+        record.completion_tokens = plan.completion_tokens + thought_tokens(thinking)
         if await run_partial_body(call.ex, record, step, payload, call.headers(JSON_TYPE)):
             return
         record.status, record.outcome = 200, "ok"
@@ -130,7 +153,7 @@ def _tool_use_id(record_id: int) -> str:
     return f"toolu_mock{record_id:08d}"
 
 
-def _message(plan: Plan, record_id: int) -> dict[str, Any]:
+def _message(plan: Plan, record_id: int, thinking: Thought) -> dict[str, Any]:
     block: dict[str, Any] = {"type": "text", "text": plan.text}
     if plan.tool is not None:
         block = {
@@ -139,19 +162,35 @@ def _message(plan: Plan, record_id: int) -> dict[str, Any]:
             "name": plan.tool.name,
             "input": plan.tool.input,
         }
+    content = [block]
+    if thinking:
+        text = "".join(piece for piece, _ in thinking)
+        content.insert(0, {"type": "thinking", "thinking": text, "signature": SIGNATURE})
     return {
         "id": f"msg_mock{record_id:08d}",
         "type": "message",
         "role": "assistant",
         "model": plan.model,
-        "content": [block],
+        "content": content,
         "stop_reason": STOP_REASONS[plan.finish],
         "stop_sequence": None,
-        "usage": usage_block(plan, plan.completion_tokens),
+        "usage": usage_block(plan, plan.completion_tokens + thought_tokens(thinking)),
     }
 
 
-def _stream_events(plan: Plan, record_id: int, *, usage: bool) -> StreamEvents:
+def _thinking_events(thinking: Thought) -> list[bytes]:
+    """The thinking block (index 0) of a stream, before the answer's block."""
+    if not thinking:
+        return []
+    block = {"type": "thinking", "thinking": "", "signature": ""}
+    start = {"type": "content_block_start", "index": 0, "content_block": block}
+    deltas = [_delta({"type": "thinking_delta", "thinking": piece}, 0) for piece, _ in thinking]
+    signed = _delta({"type": "signature_delta", "signature": SIGNATURE}, 0)
+    stop = sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+    return [sse("content_block_start", start), *deltas, signed, stop]
+
+
+def _stream_events(plan: Plan, record_id: int, thinking: Thought, *, usage: bool) -> StreamEvents:
     message: dict[str, Any] = {
         "id": f"msg_mock{record_id:08d}",
         "type": "message",
@@ -164,41 +203,47 @@ def _stream_events(plan: Plan, record_id: int, *, usage: bool) -> StreamEvents:
     if usage:
         message["usage"] = usage_block(plan, 1)
     head = [sse("message_start", {"type": "message_start", "message": message})]
+    head += _thinking_events(thinking)
+    index = 1 if thinking else 0  # the answer's block
     ping = sse("ping", {"type": "ping"})
     if plan.tool is None:
         start = {
             "type": "content_block_start",
-            "index": 0,
+            "index": index,
             "content_block": {"type": "text", "text": ""},
         }
         head += [sse("content_block_start", start), ping]
-        content = [(_delta({"type": "text_delta", "text": piece}), n) for piece, n in plan.pieces]
+        content = [
+            (_delta({"type": "text_delta", "text": piece}, index), n) for piece, n in plan.pieces
+        ]
     else:
         head.append(ping)
-        content = _tool_events(plan, record_id)
+        content = _tool_events(plan, record_id, index)
     delta: dict[str, Any] = {
         "type": "message_delta",
         "delta": {"stop_reason": STOP_REASONS[plan.finish], "stop_sequence": None},
     }
     if usage:
-        delta["usage"] = {"output_tokens": plan.completion_tokens}
+        delta["usage"] = {"output_tokens": plan.completion_tokens + thought_tokens(thinking)}
     tail = [
-        sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        sse("content_block_stop", {"type": "content_block_stop", "index": index}),
         sse("message_delta", delta),
     ]
     terminal = sse("message_stop", {"type": "message_stop"})
     return StreamEvents(head, content, tail, terminal, MALFORMED)
 
 
-def _delta(delta: dict[str, Any]) -> bytes:
-    return sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+def _delta(delta: dict[str, Any], index: int) -> bytes:
+    data = {"type": "content_block_delta", "index": index, "delta": delta}
+    return sse("content_block_delta", data)
 
 
-def _tool_events(plan: Plan, record_id: int) -> list[tuple[bytes, int]]:
+def _tool_events(plan: Plan, record_id: int, index: int) -> list[tuple[bytes, int]]:
     assert plan.tool is not None
     block = {"type": "tool_use", "id": _tool_use_id(record_id), "name": plan.tool.name, "input": {}}
-    start = {"type": "content_block_start", "index": 0, "content_block": block}
+    start = {"type": "content_block_start", "index": index, "content_block": block}
     content = [(sse("content_block_start", start), plan.tool_name_tokens)]
     for piece, count in plan.pieces:
-        content.append((_delta({"type": "input_json_delta", "partial_json": piece}), count))
+        delta = {"type": "input_json_delta", "partial_json": piece}
+        content.append((_delta(delta, index), count))
     return content

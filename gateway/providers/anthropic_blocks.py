@@ -60,7 +60,11 @@ def _part_block(part: object, param: str) -> JSON | None:
 
 def _image_block(image_url: object, param: str) -> JSON:
     url = image_url.get("url") if isinstance(image_url, dict) else image_url
-    param = f"{param}.image_url.url"
+    return image_block(url, f"{param}.image_url.url")
+
+
+def image_block(url: object, param: str) -> JSON:
+    """An image block for an http(s) URL or a base64 data URL; ``param`` names the URL."""
     if not isinstance(url, str) or not url:
         raise TranslationError("image_url.url must be a non-empty string", param)
     lowered = url[:8].lower()
@@ -78,11 +82,15 @@ def _document_block(file: object, param: str) -> JSON:
     data = file.get("file_data") if isinstance(file, dict) else None
     if not isinstance(file, dict) or not isinstance(data, str):
         raise TranslationError("only inline file_data is supported in file parts", f"{param}.file")
-    source = _data_url_source(data, f"{param}.file.file_data")
+    return document_block(data, file.get("filename"), f"{param}.file.file_data")
+
+
+def document_block(data: str, filename: object, param: str) -> JSON:
+    """A PDF document block for a base64 data URL; ``param`` names the data."""
+    source = _data_url_source(data, param)
     if source["media_type"] != "application/pdf":
-        raise TranslationError("only PDF files are supported", f"{param}.file.file_data")
+        raise TranslationError("only PDF files are supported", param)
     block: JSON = {"type": "document", "source": source}
-    filename = file.get("filename")
     if isinstance(filename, str) and filename:
         block["title"] = filename
     return block
@@ -118,11 +126,12 @@ def _tool_use_block(call: object, param: str) -> JSON:
     name = fn.get("name") if isinstance(fn, dict) else None
     if not isinstance(fn, dict) or not isinstance(name, str) or not name:
         raise TranslationError("tool call needs a function name", f"{param}.function.name")
-    arguments = _tool_arguments(fn.get("arguments"), f"{param}.function.arguments")
+    arguments = tool_arguments(fn.get("arguments"), f"{param}.function.arguments")
     return {"type": "tool_use", "id": call_id, "name": name, "input": arguments}
 
 
-def _tool_arguments(raw: object, param: str) -> JSON:
+def tool_arguments(raw: object, param: str) -> JSON:
+    """A tool call's JSON arguments as an object (``{}`` when they are not one)."""
     if isinstance(raw, dict):
         return raw
     if raw is None:

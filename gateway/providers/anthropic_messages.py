@@ -79,9 +79,14 @@ async def complete(target: Target, call: UpstreamCall) -> Completed:
 def _text(payload: dict[str, Any]) -> str:
     parts = []
     for block in payload.get("content") or ():
-        if isinstance(block, dict):
-            value = block.get("text") if block.get("type") == "text" else block.get("input")
-            parts.append(value if isinstance(value, str) else orjson.dumps(value).decode())
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind in ("text", "thinking"):
+            value = block.get(kind)
+            parts.append(value if isinstance(value, str) else "")
+        elif kind == "tool_use":
+            parts.append(orjson.dumps(block.get("input")).decode())
     return "".join(parts)
 
 

@@ -128,6 +128,17 @@ def _tool_call(block: JSON) -> JSON:
 # ---------------------------------------------------------------------------- stream
 
 
+def absorb_usage(raw: dict[str, object], block: object) -> None:
+    """Keep each counter of a stream event's ``usage`` (cumulative: the latest wins)."""
+    if not isinstance(block, dict):
+        return
+    for key, value in block.items():
+        count = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        split = key == "cache_creation" and isinstance(value, dict)  # the 5m / 1h split
+        if count or split:
+            raw[key] = value
+
+
 @dataclass(slots=True)
 class _ToolBlock:
     index: int
@@ -317,13 +328,7 @@ class AnthropicStreamTranslator:
     # ------------------------------------------------------------------- helpers
 
     def _absorb_usage(self, block: object) -> None:
-        if not isinstance(block, dict):
-            return
-        for key, value in block.items():
-            count = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-            split = key == "cache_creation" and isinstance(value, dict)  # the 5m / 1h split
-            if count or split:
-                self._raw_usage[key] = value
+        absorb_usage(self._raw_usage, block)
 
     def _tool_at(self, data: JSON) -> _ToolBlock | None:
         index = data.get("index")
@@ -365,6 +370,7 @@ class AnthropicStreamTranslator:
 
 __all__ = [
     "AnthropicStreamTranslator",
+    "absorb_usage",
     "error_to_openai",
     "from_anthropic_response",
     "is_content_policy_error",

@@ -10,9 +10,13 @@ fields never reach Anthropic. Fields Anthropic cannot honour:
   input schema is the requested schema (``structured_output``): the tool's input is
   the answer, given back as the message's content (``anthropic_stream``), so the
   client gets JSON in the schema's shape.
+* ``reasoning_effort`` -> ``thinking`` with a token budget (the table and where it does
+  not map: ``gateway.translate.reasoning``); with thinking on, ``temperature`` and
+  ``top_p`` are dropped. Thinking blocks of the answer are not surfaced (chat has no
+  field for them); their tokens are in Anthropic's ``output_tokens``, so billed.
 * ``frequency_penalty``, ``presence_penalty``, ``logit_bias``, ``seed``, ``top_logprobs``,
-  ``stream_options``, ``service_tier``, ``store``, ``metadata``, ``reasoning_effort``,
-  ``modalities``, ``prediction`` and unknown keys are dropped.
+  ``stream_options``, ``service_tier``, ``store``, ``metadata``, ``modalities``,
+  ``prediction`` and unknown keys are dropped.
 * ``temperature`` is clamped to Anthropic's 0..1 range; ``top_p`` outside 0..1 raises and
   ``top_p: 1`` (the default) is omitted.
 * ``system``/``developer`` messages anywhere in the list are hoisted to ``system``.
@@ -30,6 +34,7 @@ The Anthropic -> OpenAI direction (responses, usage, errors, streams) lives in
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from gateway.providers.anthropic_blocks import (
@@ -48,17 +53,18 @@ from gateway.providers.anthropic_stream import (
     usage_from_anthropic,
     usage_to_openai,
 )
+from gateway.translate.reasoning import with_thinking
 
 __all__ = ["AnthropicStreamTranslator", "TranslationError", "error_to_openai"]
 __all__ += ["from_anthropic_response", "is_content_policy_error", "is_context_window_error"]
 __all__ += ["map_stop_reason", "to_anthropic_request", "usage_from_anthropic", "usage_to_openai"]
-__all__ += ["structured_output"]
+__all__ += ["append_turn", "disable_parallel", "sampling", "structured_output", "system_value"]
 
 JSON = dict[str, Any]
 
 _EMPTY_SCHEMA: JSON = {"type": "object", "properties": {}}
-_TOOL_CHOICES: dict[str, JSON] = {"auto": {"type": "auto"}, "required": {"type": "any"}}
-_TOOL_CHOICES["none"] = {"type": "none"}
+TOOL_CHOICES: dict[str, JSON] = {"auto": {"type": "auto"}, "required": {"type": "any"}}
+TOOL_CHOICES["none"] = {"type": "none"}
 
 
 STRUCTURED_DESCRIPTION = (
@@ -106,7 +112,7 @@ def to_anthropic_request(body: JSON, upstream_model: str, default_max_tokens: in
     }
     if system is not None:
         out["system"] = system
-    out.update(_sampling(body))
+    out.update(sampling(body))
     out.update(_tools(body))
     structured = structured_output(body)
     if structured is not None:
@@ -123,7 +129,7 @@ def to_anthropic_request(body: JSON, upstream_model: str, default_max_tokens: in
     user = body.get("user")
     if isinstance(user, str) and user:
         out["metadata"] = {"user_id": user}
-    return out
+    return with_thinking(out, body.get("reasoning_effort"), "reasoning_effort")
 
 
 def _reject_unsupported(body: JSON) -> None:
@@ -150,10 +156,10 @@ def _translate_messages(raw: object) -> tuple[str | list[JSON] | None, list[JSON
             system.extend(_system_blocks(msg.get("content"), param))
             continue
         target, blocks = _message_blocks(role, msg, param)
-        _append_turn(turns, target, blocks)
+        append_turn(turns, target, blocks)
     if not turns:
         raise TranslationError("no non-empty user or assistant message", "messages")
-    return _system_value(system), turns
+    return system_value(system), turns
 
 
 def _message_blocks(role: object, msg: JSON, param: str) -> tuple[str, list[JSON]]:
@@ -166,7 +172,7 @@ def _message_blocks(role: object, msg: JSON, param: str) -> tuple[str, list[JSON
     raise TranslationError(f"unsupported message role {role!r}", f"{param}.role")
 
 
-def _append_turn(turns: list[JSON], role: str, blocks: list[JSON]) -> None:
+def append_turn(turns: list[JSON], role: str, blocks: list[JSON]) -> None:
     if not blocks:
         return
     if turns and turns[-1]["role"] == role:
@@ -182,7 +188,7 @@ def _system_blocks(content: object, param: str) -> list[JSON]:
     return blocks
 
 
-def _system_value(blocks: list[JSON]) -> str | list[JSON] | None:
+def system_value(blocks: list[JSON]) -> str | list[JSON] | None:
     if not blocks:
         return None
     if len(blocks) == 1 and set(blocks[0]) == {"type", "text"}:
@@ -202,7 +208,7 @@ def _max_tokens(body: JSON, default: int) -> int:
     return default
 
 
-def _sampling(body: JSON) -> JSON:
+def sampling(body: JSON) -> JSON:
     out: JSON = {}
     temperature = _number(body, "temperature")
     if temperature is not None:
@@ -239,6 +245,16 @@ def _stop_sequences(raw: object) -> list[str]:
 
 
 def _tools(body: JSON) -> JSON:
+    return tools_of(body, _tool_def, _tool_choice)
+
+
+def tools_of(
+    body: JSON,
+    tool_def: Callable[[object, str], JSON],
+    tool_choice: Callable[[object], JSON | None],
+) -> JSON:
+    """Anthropic's ``tools`` and ``tool_choice`` from a request whose tool and choice
+    shapes ``tool_def`` and ``tool_choice`` translate (chat's or Responses')."""
     tools = body.get("tools")
     choice = body.get("tool_choice")
     if not tools:
@@ -249,15 +265,21 @@ def _tools(body: JSON) -> JSON:
         return {}
     if not isinstance(tools, list):
         raise TranslationError("'tools' must be an array", "tools")
-    out: JSON = {"tools": [_tool_def(tool, f"tools[{i}]") for i, tool in enumerate(tools)]}
-    tool_choice = _tool_choice(choice)
-    if body.get("parallel_tool_calls") is False:
-        tool_choice = tool_choice or {"type": "auto"}
-        if tool_choice["type"] != "none":
-            tool_choice = {**tool_choice, "disable_parallel_tool_use": True}
-    if tool_choice is not None:
-        out["tool_choice"] = tool_choice
+    out: JSON = {"tools": [tool_def(tool, f"tools[{i}]") for i, tool in enumerate(tools)]}
+    picked = disable_parallel(tool_choice(choice), body.get("parallel_tool_calls"))
+    if picked is not None:
+        out["tool_choice"] = picked
     return out
+
+
+def disable_parallel(tool_choice: JSON | None, parallel: object) -> JSON | None:
+    """``tool_choice`` with ``parallel_tool_calls: false`` in Anthropic's terms."""
+    if parallel is not False:
+        return tool_choice
+    tool_choice = tool_choice or {"type": "auto"}
+    if tool_choice["type"] == "none":
+        return tool_choice
+    return {**tool_choice, "disable_parallel_tool_use": True}
 
 
 def _tool_def(tool: object, param: str) -> JSON:
@@ -287,8 +309,8 @@ def _tool_def(tool: object, param: str) -> JSON:
 def _tool_choice(choice: object) -> JSON | None:
     if choice is None:
         return None
-    if isinstance(choice, str) and choice in _TOOL_CHOICES:
-        return dict(_TOOL_CHOICES[choice])
+    if isinstance(choice, str) and choice in TOOL_CHOICES:
+        return dict(TOOL_CHOICES[choice])
     if isinstance(choice, dict) and choice.get("type") == "function":
         fn = choice.get("function")
         name = fn.get("name") if isinstance(fn, dict) else None

@@ -10,9 +10,12 @@ Completions. What maps:
 * ``tools`` (``input_schema`` -> ``parameters``), ``tool_choice`` (``auto``, ``any`` ->
   ``required``, ``tool`` -> a function, ``none``; ``disable_parallel_tool_use`` ->
   ``parallel_tool_calls: false``); ``max_tokens``, ``stop_sequences``, ``temperature``,
-  ``top_p``, ``metadata.user_id`` -> ``user``, ``stream``.
+  ``top_p``, ``metadata.user_id`` -> ``user``, ``stream``; ``thinking`` enabled with a
+  budget -> ``reasoning_effort`` (the inverse table in ``gateway.translate.reasoning``:
+  below 4096 ``low``, below 16384 ``medium``, else ``high``).
 * Dropped: ``cache_control`` (OpenAI caches prompts by itself; its cache reads are
-  reported back as ``cache_read_input_tokens``), ``top_k``, ``thinking``, ``service_tier``.
+  reported back as ``cache_read_input_tokens``), ``top_k``, ``thinking`` that maps to
+  no effort (disabled, adaptive, a budget under 1024), ``service_tier``.
 * Refused (``TranslationError``): document, server-tool and other block types with no
   Chat equivalent, and non-custom tools.
 """
@@ -24,6 +27,7 @@ import time
 from typing import Any
 
 from gateway.translate.common import JSON, TranslationError, text_of, usage_numbers
+from gateway.translate.reasoning import effort_for
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -59,6 +63,9 @@ def to_chat_request(body: JSON) -> JSON:
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         out["user"] = metadata["user_id"]
     out.update(_tools(body))
+    effort = effort_for(body.get("thinking"))
+    if effort is not None:
+        out["reasoning_effort"] = effort
     return out
 
 

@@ -2,15 +2,18 @@
 
 A provider speaks its own APIs natively (OpenAI-kind: Chat Completions, Embeddings,
 Responses; Anthropic-kind: Messages, and Chat Completions through its own translation).
-A client API the provider does not speak goes by way of Chat Completions: the request is
-translated to a chat request (``<api>_chat``), the provider serves that, and its answer,
-stream events and error bodies are translated back. The pipeline picks the adapter per
-attempt, so a fallback may cross providers; the rest of the request path is the same
-for every API.
+A client API the provider does not speak is translated to one it does, by the pair's
+own module: Responses on an Anthropic provider goes to its Messages API
+(``responses_anthropic``); Messages on an OpenAI provider goes by way of
+Chat Completions (``messages_chat``); both are a ``Pivot``. The request is translated, the
+provider serves it, and its answer, stream events and error bodies are translated back.
+The pipeline picks the adapter per attempt, so a fallback may cross providers; the rest
+of the request path is the same for every API.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -18,14 +21,15 @@ from typing import Any, Protocol
 import orjson
 
 from gateway import sse
-from gateway.providers.base import Completed, Provider, UpstreamCall, UpstreamStream
+from gateway.providers.base import Completed, Endpoint, Provider, UpstreamCall, UpstreamStream
 from gateway.providers.classify import json_or_none
 from gateway.runtime import ModelRuntime
-from gateway.translate import messages_chat, responses_chat
+from gateway.translate import messages_chat, responses_anthropic, responses_chat
 from gateway.translate.common import JSON, TranslationError
 from gateway.translate.errors import upstream_body_for
 from gateway.translate.messages_chat_stream import ChatToMessagesStream
-from gateway.translate.responses_chat_stream import ChatToResponsesStream
+from gateway.translate.reasoning import openai_reasons
+from gateway.translate.responses_anthropic_stream import AnthropicToResponsesStream
 from policies.errors import UpstreamError
 
 
@@ -57,69 +61,105 @@ class Native:
 
 
 @dataclass(frozen=True)
-class ViaChat:
-    """The client's API by way of Chat Completions on the provider."""
+class Pivot:
+    """The client's API on another API the provider speaks, by the pair's module: the
+    request is translated (``request(body, call)``; ``call`` is None for a check), the
+    provider serves it natively, and its answer, stream events and error bodies are
+    translated back."""
 
-    api: str
-    to_chat: Callable[[JSON], JSON]
-    from_chat: Callable[[JSON, JSON], JSON]
+    api: str  # the client's
+    endpoint: Endpoint  # the provider's: "chat" or "messages"
+    request: Callable[[JSON, UpstreamCall | None], JSON]  # raises TranslationError
+    answer: Callable[[JSON, JSON], JSON]  # (provider's answer, client's body)
     events: Callable[[JSON], EventTranslator]
+    error_body: Callable[[int, bytes, str], bytes]  # (status, provider's body, message)
 
-    def _chat_call(self, provider: Provider, call: UpstreamCall) -> UpstreamCall:
+    def _call(self, provider: Provider, call: UpstreamCall) -> UpstreamCall:
         try:
-            body = self.to_chat(dict(call.body))
+            body = self.request(dict(call.body), call)
         except TranslationError as exc:
-            message = f"cannot translate the request for {provider.name}: {exc.message}"
-            raise UpstreamError(
-                message,
-                kind="client_error",
-                status=400,
-                body=upstream_body_for(self.api, 400, exc.message, exc.param),
-                reached=False,
-            ) from None
-        headers = {k: v for k, v in call.headers.items() if not k.startswith("anthropic-")}
-        return replace(call, endpoint="chat", body=body, headers=headers)
+            raise refused(self.api, provider, exc) from None
+        headers = call.headers
+        if self.endpoint != "messages":
+            headers = {k: v for k, v in headers.items() if not k.startswith("anthropic-")}
+        return replace(call, endpoint=self.endpoint, body=body, headers=headers)
 
     def incompatible(self, provider: Provider, call_endpoint: Any, body: JSON) -> str | None:
         try:
-            chat = self.to_chat(dict(body))
+            translated = self.request(dict(body), None)
         except TranslationError as exc:
             return exc.message
-        return provider.incompatible("chat", chat)
+        return provider.incompatible(self.endpoint, translated)
 
     async def complete(self, provider: Provider, call: UpstreamCall) -> Completed:
-        chat_call = self._chat_call(provider, call)
+        upstream = self._call(provider, call)
         try:
-            done = await provider.complete(chat_call)
+            done = await provider.complete(upstream)
         except UpstreamError as exc:
             raise self._reshaped(exc) from None
         payload = json_or_none(done.body)
-        translated = self.from_chat(payload if isinstance(payload, dict) else {}, dict(call.body))
+        translated = self.answer(payload if isinstance(payload, dict) else {}, dict(call.body))
         headers = {"content-type": "application/json"}
         return Completed(
             done.status, headers, orjson.dumps(translated), done.usage, done.model, done.text
         )
 
     async def stream(self, provider: Provider, call: UpstreamCall) -> UpstreamStream:
-        chat_call = self._chat_call(provider, call)
+        upstream = self._call(provider, call)
         try:
-            inner = await provider.stream(chat_call)
+            inner = await provider.stream(upstream)
         except UpstreamError as exc:
             raise self._reshaped(exc) from None
         return PivotStream(inner, self.events(dict(call.body)))
 
     def _reshaped(self, exc: UpstreamError) -> UpstreamError:
         """An upstream error whose body the client sees, in the client's shape."""
-        if exc.body is not None and self.api == "messages":
-            payload = json_or_none(exc.body)
-            error = payload.get("error") if isinstance(payload, dict) else None
-            message = str(error.get("message")) if isinstance(error, dict) else exc.message
-            exc.body = upstream_body_for("messages", exc.status or 502, message, None)
+        if exc.body is not None:
+            exc.body = self.error_body(exc.status or 502, exc.body, exc.message)
         return exc
 
 
+def refused(api: str, provider: Provider, exc: TranslationError) -> UpstreamError:
+    """A request the pair cannot translate: a 400 in the client's shape, never sent."""
+    return UpstreamError(
+        f"cannot translate the request for {provider.name}: {exc.message}",
+        kind="client_error",
+        status=400,
+        body=upstream_body_for(api, 400, exc.message, exc.param),
+        reached=False,
+    )
+
+
+def _messages_to_chat(body: JSON, call: UpstreamCall | None) -> JSON:
+    chat = messages_chat.to_chat_request(body)
+    if call is not None and "reasoning_effort" in chat and not openai_reasons(call.upstream_model):
+        del chat["reasoning_effort"]  # from thinking: a model that cannot reason refuses it
+    return chat
+
+
+def _chat_error_as_messages(status: int, body: bytes, message: str) -> bytes:
+    payload = json_or_none(body)
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        message = str(error.get("message"))
+    return upstream_body_for("messages", status, message, None)
+
+
+def _responses_to_messages(body: JSON, call: UpstreamCall | None) -> JSON:
+    if call is None:
+        return responses_anthropic.to_anthropic_request(body, "check", 4096)
+    return responses_anthropic.to_anthropic_request(
+        body, call.upstream_model, call.max_output_tokens
+    )
+
+
+def _messages_as_response(message: JSON, body: JSON) -> JSON:
+    return responses_anthropic.from_anthropic_response(message, body, int(time.time()))
+
+
 class PivotStream:
-    """A chat stream's events, translated into the client's API as they pass."""
+    """A provider stream's events, translated into the client's API as they pass; its
+    state (what settlement reads), status and closing are the inner stream's."""
 
     def __init__(self, inner: UpstreamStream, events: EventTranslator) -> None:
         self.inner = inner
@@ -148,17 +188,21 @@ class PivotStream:
 
 NATIVE = Native()
 ADAPTERS: Mapping[tuple[str, str], Adapter] = {
-    ("responses", "anthropic"): ViaChat(
+    ("responses", "anthropic"): Pivot(
         "responses",
-        responses_chat.to_chat_request,
-        lambda completion, body: responses_chat.from_chat_response(completion, body),
-        ChatToResponsesStream,
-    ),
-    ("messages", "openai"): ViaChat(
         "messages",
-        messages_chat.to_chat_request,
+        _responses_to_messages,
+        _messages_as_response,
+        AnthropicToResponsesStream,
+        lambda status, body, _message: responses_anthropic.error_body(status, body),
+    ),
+    ("messages", "openai"): Pivot(
+        "messages",
+        "chat",
+        _messages_to_chat,
         messages_chat.from_chat_response,
         ChatToMessagesStream,
+        _chat_error_as_messages,
     ),
 }
 

@@ -1,7 +1,9 @@
-"""OpenAI Responses <-> Chat Completions, the request and the whole answer (pure).
+"""OpenAI Responses -> Chat Completions, the request (pure).
 
-The gateway serves a Responses request on a provider that does not speak it by way of
-Chat Completions, whose translation to every provider already exists. What maps:
+The chat request a Responses request means: the gateway counts a Responses prompt
+through it (``views``), and it decides which requests keep their state at the provider
+(``stateful``). The Anthropic provider serves Responses by its own Messages API
+(``responses_anthropic``), not by way of this. What maps:
 
 * ``instructions`` -> a leading system message; ``input`` (a string, or a list of
   items) -> messages: message items of every role (``input_text``/``output_text``/
@@ -20,10 +22,7 @@ Chat Completions, whose translation to every provider already exists. What maps:
 
 from __future__ import annotations
 
-import json
-import time
-
-from gateway.translate.common import JSON, TranslationError, text_of, usage_numbers
+from gateway.translate.common import JSON, TranslationError, text_of
 
 STATEFUL = ("previous_response_id", "background", "conversation", "prompt")
 _ROLES = frozenset({"user", "system", "developer", "assistant"})
@@ -38,8 +37,8 @@ def stateful(body: JSON) -> str | None:
     return "store" if body.get("store") is True else None
 
 
-def to_chat_request(body: JSON) -> JSON:
-    """A Responses request -> the Chat Completions request that means the same."""
+def check_stateless(body: JSON) -> None:
+    """Refuse a request whose state lives at the provider: no other can serve it."""
     held = stateful(body)
     if held is not None:
         raise TranslationError(
@@ -47,6 +46,11 @@ def to_chat_request(body: JSON) -> JSON:
             "can be served only there (no cross-provider fallback)",
             held,
         )
+
+
+def to_chat_request(body: JSON) -> JSON:
+    """A Responses request -> the Chat Completions request that means the same."""
+    check_stateless(body)
     messages: list[JSON] = []
     instructions = body.get("instructions")
     if isinstance(instructions, str) and instructions:
@@ -61,7 +65,7 @@ def to_chat_request(body: JSON) -> JSON:
     if body.get("stream") is True:
         out["stream_options"] = {"include_usage": True}
     out.update(_tools(body))
-    fmt = _response_format(body.get("text"))
+    fmt = response_format(body.get("text"))
     if fmt is not None:
         out["response_format"] = fmt
     reasoning = body.get("reasoning")
@@ -158,7 +162,8 @@ def _tool(tool: object, param: str) -> JSON:
     return {"type": "function", "function": function}
 
 
-def _response_format(text: object) -> JSON | None:
+def response_format(text: object) -> JSON | None:
+    """A Responses ``text.format`` as a chat ``response_format`` (None: plain text)."""
     fmt = text.get("format") if isinstance(text, dict) else None
     if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
         return None
@@ -168,109 +173,3 @@ def _response_format(text: object) -> JSON | None:
         spec = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
         return {"type": "json_schema", "json_schema": spec}
     raise TranslationError("this text.format cannot be translated", "text.format")
-
-
-# ----------------------------------------------------------------- the answer
-
-
-def response_usage(usage: object) -> JSON:
-    """A chat ``usage`` block -> a Responses ``usage`` block."""
-    prompt, completion, cached = usage_numbers(usage)
-    return {
-        "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached},
-        "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": prompt + completion,
-    }
-
-
-def response_shell(body: JSON, response_id: str, created: int, status: str) -> JSON:
-    """A Responses ``response`` object without its output."""
-    return {
-        "id": response_id,
-        "object": "response",
-        "created_at": created,
-        "status": status,
-        "model": body.get("model"),
-        "output": [],
-        "error": None,
-        "incomplete_details": None,
-        "instructions": body.get("instructions"),
-        "metadata": body.get("metadata") or {},
-        "parallel_tool_calls": body.get("parallel_tool_calls", True),
-        "temperature": body.get("temperature"),
-        "top_p": body.get("top_p"),
-        "tool_choice": body.get("tool_choice", "auto"),
-        "tools": body.get("tools") or [],
-        "max_output_tokens": body.get("max_output_tokens"),
-        "text": body.get("text") or {"format": {"type": "text"}},
-        "usage": None,
-    }
-
-
-def message_item(item_id: str, text: str, status: str = "completed") -> JSON:
-    part = {"type": "output_text", "text": text, "annotations": []}
-    return {
-        "type": "message",
-        "id": item_id,
-        "status": status,
-        "role": "assistant",
-        "content": [part] if status == "completed" else [],
-    }
-
-
-def call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> JSON:
-    return {
-        "type": "function_call",
-        "id": item_id,
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": status,
-    }
-
-
-def finished(response: JSON, finish_reason: str | None) -> JSON:
-    """``response`` marked completed, or incomplete when the output limit cut it."""
-    if finish_reason == "length":
-        response["status"] = "incomplete"
-        response["incomplete_details"] = {"reason": "max_output_tokens"}
-    elif finish_reason == "content_filter":
-        response["status"] = "incomplete"
-        response["incomplete_details"] = {"reason": "content_filter"}
-    else:
-        response["status"] = "completed"
-    return response
-
-
-def from_chat_response(completion: JSON, body: JSON) -> JSON:
-    """A ``chat.completion`` -> the Responses ``response`` object."""
-    ident = str(completion.get("id") or f"{time.time_ns():x}")
-    created = completion.get("created")
-    response = response_shell(body, "resp_" + ident, created if isinstance(created, int) else 0, "")
-    choices = completion.get("choices")
-    choice = choices[0] if isinstance(choices, list) and choices else {}
-    message = choice.get("message") if isinstance(choice, dict) else None
-    message = message if isinstance(message, dict) else {}
-    output: list[JSON] = []
-    if isinstance(message.get("content"), str) and message["content"]:
-        output.append(message_item("msg_" + ident, message["content"]))
-    for index, call in enumerate(message.get("tool_calls") or ()):
-        function = call.get("function") or {}
-        output.append(
-            call_item(
-                f"fc_{ident}_{index}",
-                str(call.get("id")),
-                str(function.get("name")),
-                _arguments(function.get("arguments")),
-                "completed",
-            )
-        )
-    response["output"] = output
-    response["usage"] = response_usage(completion.get("usage"))
-    return finished(response, choice.get("finish_reason") if isinstance(choice, dict) else None)
-
-
-def _arguments(raw: object) -> str:
-    return raw if isinstance(raw, str) else json.dumps(raw or {})

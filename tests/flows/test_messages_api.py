@@ -192,3 +192,17 @@ def test_models_and_wrong_methods_for_the_anthropic_sdk(gw: Gateway) -> None:
     r = httpx.get(f"{gw.url}/v1/messages", headers={"x-api-key": KEY_RESEARCH}, timeout=10)
     assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
     assert r.headers["allow"] == "POST"
+
+
+def test_thinking_is_not_sent_to_a_model_that_cannot_reason(gw: Gateway) -> None:
+    """Translated thinking becomes ``reasoning_effort`` only for OpenAI's reasoning
+    models: gpt-4o-mini would refuse it, so it is left out and the call is served."""
+    message = sdk(gw).messages.create(
+        model="gpt-4o-mini",
+        max_tokens=3000,
+        thinking={"type": "enabled", "budget_tokens": 2048},
+        messages=MESSAGES,
+    )
+    assert message.stop_reason == "end_turn"
+    [record] = records(gw.mock_url, "gpt-4o-mini")
+    assert "reasoning_effort" not in record["body"] and record["body"]["max_tokens"] == 3000

@@ -3,17 +3,23 @@ on an OpenAI-kind model, translated on a Claude model (also as a fallback mid-re
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from agents import Agent, ModelSettings, RunConfig, Runner, function_tool, set_tracing_disabled
+from agents.models.openai_provider import OpenAIProvider
+from openai.types.shared import Reasoning
 
+from gateway.mock_provider.anthropic_api import THOUGHT
 from tests.support.gateway import KEY_RESEARCH, Gateway, run_gateway
 from tests.support.ledger import TOKEN_USD, flat_priced, records, settled, spent, truth_usd
 
 ALLOWANCE_USD = 16 * TOKEN_USD  # budgets.cut_stream_allowance_tokens, the default
+set_tracing_disabled(True)  # no trace export: there is no internet here
 
 
 @pytest.fixture
@@ -83,6 +89,93 @@ def test_plain_fallback_to_claude_translates_a_tool_call(gw: Gateway) -> None:
     assert json.loads(call.arguments) == {"q": "x"}
     [record] = records(gw.mock_url, "claude-sonnet-4-5")
     assert record["body"]["tools"][0]["name"] == "lookup"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_reasoning_effort_on_claude_brings_its_thinking_as_a_reasoning_item(
+    gw: Gateway, stream: bool
+) -> None:
+    client = sdk(gw, **{"x-workflow-id": f"wf-think-{stream}"})
+    request: dict[str, Any] = {"model": "claude-sonnet", "input": "Say hello"}
+    request["reasoning"] = {"effort": "low"}
+    if stream:
+        events = list(client.responses.create(**request, stream=True))
+        summary = "".join(
+            e.delta for e in events if e.type == "response.reasoning_summary_text.delta"
+        )
+        assert events[-1].type == "response.completed"
+        response = events[-1].response
+    else:
+        response = client.responses.create(**request)
+        summary = ""
+    [record] = records(gw.mock_url, "claude-sonnet-4-5")
+    assert record["path"] == "/v1/messages"  # the provider's own Messages API
+    assert record["body"]["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    reasoning, message = response.output
+    assert reasoning.type == "reasoning" and message.type == "message"
+    thought = reasoning.summary[0].text
+    assert thought == THOUGHT and (not stream or summary == thought)
+    assert len(response.output_text.split()) == 20
+    # The thinking is billed as output: in the usage, and in what the workflow paid.
+    assert response.usage is not None
+    assert response.usage.output_tokens == record["completion_tokens"] > 20
+    state = settled(gw.url, f"wf-think-{stream}", 1)
+    assert spent(state) == truth_usd(gw.mock_url)
+
+
+@function_tool
+def get_weather(city: str) -> str:
+    """The weather in a city."""
+    return f"sunny in {city}"
+
+
+async def run_thinking_agent(gw: Gateway) -> Any:
+    agent = Agent(
+        name="weather",
+        instructions="Use the tool.",
+        tools=[get_weather],
+        model="claude-sonnet",
+        model_settings=ModelSettings(reasoning=Reasoning(effort="low")),
+    )
+    headers = {"x-workflow-id": "wf-agent-think"}
+    async with openai.AsyncOpenAI(
+        base_url=f"{gw.url}/v1", api_key=KEY_RESEARCH, max_retries=0, default_headers=headers
+    ) as client:
+        config = RunConfig(model_provider=OpenAIProvider(openai_client=client))
+        result = Runner.run_streamed(agent, "Weather in Paris?", run_config=config)
+        kinds = [event.type async for event in result.stream_events()]
+        assert "run_item_stream_event" in kinds
+        return result
+
+
+def test_an_agent_thinks_on_claude_and_its_tool_loop_goes_on(gw: Gateway) -> None:
+    tool = {"tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    gw.script("claude-sonnet-4-5", [tool])
+    result = asyncio.run(run_thinking_agent(gw))
+    assert len(result.final_output.split()) == 20
+    assert any(item.type == "reasoning_item" for item in result.new_items)
+    first, second = records(gw.mock_url, "claude-sonnet-4-5")
+    assert first["body"]["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    # The reasoning item the agent sent back is dropped, so the turn answering the tool
+    # call cannot carry its thinking: thinking is left out there (Anthropic refuses it).
+    assert "thinking" not in second["body"]
+    assert [m["role"] for m in second["body"]["messages"]] == ["user", "assistant", "user"]
+    assert second["body"]["messages"][2]["content"][0]["content"] == "sunny in Paris"
+    state = settled(gw.url, "wf-agent-think", 2)
+    assert spent(state) == truth_usd(gw.mock_url)
+
+
+def test_what_claude_cannot_take_is_a_400_naming_the_field(gw: Gateway) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk(gw).responses.create(
+            model="claude-sonnet",
+            input="hi",
+            tools=[{"type": "web_search"}],
+        )
+    assert caught.value.body["code"] == "invalid_request"  # type: ignore[index]
+    assert caught.value.body["param"] == "tools[0]"  # type: ignore[index]
+    assert "built-in tools" in caught.value.message
+    assert gw.mock_stats()["requests"] == []  # never sent
 
 
 def test_state_at_the_provider_pins_the_request_to_it(gw: Gateway) -> None:

@@ -161,6 +161,79 @@ def test_empty_text_and_empty_messages_are_dropped() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("effort", "max_tokens", "thinking"),
+    [
+        ("low", 4096, {"type": "enabled", "budget_tokens": 1024}),
+        ("medium", 8192, {"type": "enabled", "budget_tokens": 4096}),
+        ("high", 32000, {"type": "enabled", "budget_tokens": 16384}),
+        ("high", 4096, {"type": "enabled", "budget_tokens": 4095}),  # below max_tokens
+        ("low", 1024, None),  # no room for the 1024 minimum
+        ("minimal", 4096, None),
+        ("none", 4096, None),
+    ],
+)
+def test_reasoning_effort_becomes_thinking(
+    effort: str, max_tokens: int, thinking: dict[str, Any] | None
+) -> None:
+    body = {"messages": [user("Hi")], "reasoning_effort": effort, "max_tokens": max_tokens}
+    out = translate({**body, "temperature": 0.3, "top_p": 0.5})
+    assert out.get("thinking") == thinking
+    if thinking is None:
+        assert (out["temperature"], out["top_p"]) == (0.3, 0.5)
+    else:  # Anthropic allows no sampling change with thinking on
+        assert "temperature" not in out and "top_p" not in out
+
+
+TOOL_LOOP = [
+    user("Weather?"),
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "t1", "function": {"name": "get_weather", "arguments": "{}"}}],
+    },
+    {"role": "tool", "tool_call_id": "t1", "content": "sunny"},
+]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tools": [WEATHER_TOOL], "tool_choice": "required"},
+        {"tools": [WEATHER_TOOL], "tool_choice": NAMED},
+        {"response_format": {"type": "json_object"}},
+        {"messages": TOOL_LOOP, "tools": [WEATHER_TOOL]},  # its thinking is not in the history
+        {"messages": [user("Hi"), {"role": "assistant", "content": "Sure"}]},  # a prefill
+    ],
+    ids=["required", "named", "json", "tool-loop", "prefill"],
+)
+def test_thinking_is_left_out_where_anthropic_refuses_it(extra: dict[str, Any]) -> None:
+    out = translate({"messages": [user("Hi")], "reasoning_effort": "high", **extra})
+    assert "thinking" not in out
+
+
+def test_an_unknown_reasoning_effort_is_refused() -> None:
+    with pytest.raises(TranslationError) as info:
+        translate({"messages": [user("Hi")], "reasoning_effort": "max"})
+    assert info.value.param == "reasoning_effort"
+
+
+def test_thinking_is_not_surfaced_in_chat_but_billed_as_output() -> None:
+    resp = {
+        "id": "msg_1",
+        "content": [
+            {"type": "thinking", "thinking": "Let me see.", "signature": "EqQB"},
+            {"type": "redacted_thinking", "data": "EmwK"},
+            {"type": "text", "text": "Hello."},
+        ],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 5, "output_tokens": 90},  # thinking is in output_tokens
+    }
+    out = from_anthropic_response(resp, "m", CREATED)
+    assert out["choices"][0]["message"] == {"role": "assistant", "content": "Hello."}
+    assert out["usage"]["completion_tokens"] == 90
+
+
 @pytest.mark.parametrize("case", load("invalid_requests.json"), ids=lambda case: case["name"])
 def test_invalid_input_raises_translation_error(case: dict[str, Any]) -> None:
     with pytest.raises(TranslationError) as info:

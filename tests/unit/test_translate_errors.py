@@ -60,8 +60,10 @@ def test_the_registry_picks_a_translator_per_pair() -> None:
     assert registry.adapter("chat", "anthropic") is registry.NATIVE
     assert registry.adapter("responses", "openai") is registry.NATIVE
     assert registry.adapter("messages", "anthropic") is registry.NATIVE
-    assert isinstance(registry.adapter("responses", "anthropic"), registry.ViaChat)
-    assert isinstance(registry.adapter("messages", "openai"), registry.ViaChat)
+    on_messages = registry.adapter("responses", "anthropic")
+    via_chat = registry.adapter("messages", "openai")
+    assert isinstance(on_messages, registry.Pivot) and on_messages.endpoint == "messages"
+    assert isinstance(via_chat, registry.Pivot) and via_chat.endpoint == "chat"
 
 
 def test_stateful_requests_are_pinned_to_their_provider() -> None:

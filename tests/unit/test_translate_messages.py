@@ -94,6 +94,32 @@ def test_a_tool_turn_becomes_the_same_chat_request() -> None:
     assert to_chat_request(TOOL_TURN) == TOOL_TURN_AS_CHAT
 
 
+@pytest.mark.parametrize(
+    ("thinking", "effort"),
+    [
+        ({"type": "enabled", "budget_tokens": 1024}, "low"),
+        ({"type": "enabled", "budget_tokens": 4095}, "low"),
+        ({"type": "enabled", "budget_tokens": 4096}, "medium"),
+        ({"type": "enabled", "budget_tokens": 16383}, "medium"),
+        ({"type": "enabled", "budget_tokens": 16384}, "high"),
+        ({"type": "enabled", "budget_tokens": 64000}, "high"),
+        ({"type": "enabled", "budget_tokens": 1023}, None),  # below Anthropic's minimum
+        ({"type": "enabled", "budget_tokens": True}, None),
+        ({"type": "enabled"}, None),
+        ({"type": "disabled"}, None),
+        ({"type": "adaptive"}, None),
+        (None, None),
+    ],
+)
+def test_thinking_becomes_reasoning_effort_where_it_maps(
+    thinking: dict[str, Any] | None, effort: str | None
+) -> None:
+    body = {"model": "m", "max_tokens": 20000, "messages": [{"role": "user", "content": "Hi"}]}
+    out = to_chat_request({**body, "thinking": thinking})
+    assert out.get("reasoning_effort") == effort
+    assert "thinking" not in out
+
+
 def test_blocks_without_a_chat_equivalent_are_refused() -> None:
     body = {
         "model": "m",
