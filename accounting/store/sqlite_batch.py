@@ -162,7 +162,10 @@ def write_batch(conn: sqlite3.Connection, batch: list[Op]) -> list[Outcome]:
 
 def commit_batch(conn: sqlite3.Connection, batch: list[Op]) -> list[Outcome]:
     """Run ``batch`` in the transaction just begun, each operation in its own
-    savepoint, and commit it."""
+    savepoint, and commit it. An operation alone needs no savepoint: the transaction is
+    its own, committed if it succeeds and rolled back if it fails."""
+    if len(batch) == 1:
+        return [_alone(conn, batch[0])]
     try:
         outcomes = [_one(conn, op) for op in batch]
         conn.execute("COMMIT")
@@ -197,6 +200,21 @@ def _one(conn: sqlite3.Connection, op: Op) -> Outcome:
         conn.execute("RELEASE op")
         return op.future, False, exc
     conn.execute("RELEASE op")
+    return op.future, True, value
+
+
+def _alone(conn: sqlite3.Connection, op: Op) -> Outcome:
+    """``op`` as the whole transaction (what ``_one`` and the commit do, minus the
+    savepoint): its own failure, or the commit's, is rolled back and handed to it."""
+    if op.abandoned or time.monotonic() > op.deadline:
+        rollback(conn)
+        return op.future, False, StoreUnavailable("the caller gave up before the write ran")
+    try:
+        value = op.fn(conn, *op.args)
+        conn.execute("COMMIT")
+    except BaseException as exc:  # noqa: BLE001 - not swallowed: the caller raises it (as _one)
+        rollback(conn)
+        return op.future, False, exc
     return op.future, True, value
 
 

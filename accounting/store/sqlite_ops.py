@@ -8,10 +8,11 @@ are one atomic step.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
+
+import orjson
 
 from accounting.errors import AccountingError
 from accounting.store import sqlite_guards as guards
@@ -97,9 +98,11 @@ def wf_from_row(row: sqlite3.Row) -> Wf:
 
 def _kinds(raw: object) -> dict[str, int]:
     """``tokens_by_kind`` as stored (JSON); anything but a JSON object reads as {}."""
+    if not isinstance(raw, str | bytes):
+        return {}
     try:
-        found = json.loads(raw) if isinstance(raw, str | bytes) else None
-    except ValueError:  # not JSON: the counts by kind are lost, the row stays readable
+        found = orjson.loads(raw)
+    except orjson.JSONDecodeError:  # not JSON: the counts by kind are lost, the row stays readable
         found = None
     if not isinstance(found, dict):
         return {}
