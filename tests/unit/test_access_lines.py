@@ -1,5 +1,5 @@
 """The access log's fast path (``gateway.telemetry.logging.AccessLines``): the lines of
-one loop iteration reach the stream in one write, in order, each the JSON line
+one window reach the stream in one write, in order, each the JSON line
 ``JsonFormatter`` writes for the same record."""
 
 from __future__ import annotations
@@ -23,17 +23,32 @@ class CountingStream(io.StringIO):
         return super().write(text)
 
 
-async def test_one_write_per_loop_iteration_in_order() -> None:
+async def test_one_write_per_window_in_order() -> None:
     stream = CountingStream()
-    lines = log.AccessLines(stream)
+    lines = log.AccessLines(stream, delay_s=0)  # a window of one loop iteration
     for i in range(50):
         lines.add(orjson.dumps({"n": i}, option=orjson.OPT_APPEND_NEWLINE))
-    await asyncio.sleep(0)  # the iteration ends: its lines go to the writer at once
+    await asyncio.sleep(0)  # the window ends: its lines go to the writer at once
     lines.add(b'{"n":50}\n')
     await asyncio.sleep(0)
     lines.close()
     written = [orjson.loads(line)["n"] for line in stream.getvalue().splitlines()]
     assert written == list(range(51)) and stream.writes == 2
+
+
+async def test_a_window_holds_its_lines_until_it_ends_or_fills() -> None:
+    stream = CountingStream()
+    lines = log.AccessLines(stream, delay_s=3600)
+    lines.add(b'{"n":0}\n')
+    await asyncio.sleep(0)
+    assert lines._queue.empty()  # held: the window is still open
+    for i in range(1, log.AccessLines.MAX_LINES):
+        lines.add(b'{"n":%d}\n' % i)
+    assert not lines._queue.empty()  # full: handed over at once
+    lines.add(b'{"n":-1}\n')
+    lines.close()  # the last window is written at exit
+    written = [orjson.loads(line)["n"] for line in stream.getvalue().splitlines()]
+    assert written == [*range(log.AccessLines.MAX_LINES), -1] and stream.writes == 2
 
 
 def test_without_a_loop_a_line_is_written_at_once() -> None:
