@@ -15,7 +15,7 @@ import orjson
 
 from gateway import sse
 from gateway.providers import anthropic_messages
-from gateway.providers.anthropic_messages import MessagesStream, Target
+from gateway.providers.anthropic_messages import MessagesStream, Target, sync_state
 from gateway.providers.anthropic_stream import (
     AnthropicStreamTranslator,
     error_to_openai,
@@ -197,32 +197,16 @@ class AnthropicStream:
         self.state.done = True
 
     def _on_event(self, event: sse.Event) -> list[bytes]:
-        try:
-            data = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            self.state.anomalies.append("malformed_event")
-            return []
-        if not isinstance(data, dict):
-            self.state.anomalies.append("malformed_event")
+        data = self.state.event_object(event.data)
+        if data is None:
             return []
         chunks = self._tr.feed(event.event or data.get("type"), data)
-        self._sync()
+        sync_state(self.state, self._tr)
         if self._tr.error is not None:
             self.state.ended_by_upstream = True
             detail = self._transport.scrub(str(self._tr.error)[:MAX_DETAIL])
             raise stream_broken(self.provider, f"reported an error: {detail}")
         return [sse.frame(orjson.dumps(chunk)) for chunk in chunks]
-
-    def _sync(self) -> None:
-        state = self.state
-        state.usage = self._tr.usage
-        state.usage_final = self._tr.usage_final
-        state.content_seen = bool(self._tr.text_so_far)
-        state.response_id = self._tr.message_id or None
-        state.tool_seen = self._tr.tool_seen
-        state.overflow_bytes = self._tr.overflow_bytes
-        state.finish_reason = self._tr.finish_reason
-        state.done = self._tr.stopped and self._tr.finish_reason is not None
 
     async def aclose(self, *, stop: bool = False) -> None:
         """Close the upstream; what it already sent us still counts (the meter sees it)."""

@@ -140,16 +140,12 @@ class MessagesStream:
         return self._terminal
 
     def _on_event(self, event: sse.Event) -> bytes | None:
-        try:
-            data = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict):
-            self.state.anomalies.append("malformed_event")
+        data = self.state.event_object(event.data)
+        if data is None:
             return None
         kind = data.get("type") if isinstance(data.get("type"), str) else event.event
         self._tr.feed(kind, data)
-        self._sync()
+        sync_state(self.state, self._tr)
         if self._tr.error is not None:
             self.state.ended_by_upstream = True
             detail = self._transport.scrub(str(self._tr.error)[:MAX_DETAIL])
@@ -160,17 +156,6 @@ class MessagesStream:
             return None
         return frame
 
-    def _sync(self) -> None:
-        state, tr = self.state, self._tr
-        state.usage = tr.usage
-        state.usage_final = tr.usage_final
-        state.content_seen = bool(tr.text_so_far)
-        state.response_id = tr.message_id or None
-        state.tool_seen = tr.tool_seen
-        state.overflow_bytes = tr.overflow_bytes
-        state.finish_reason = tr.finish_reason
-        state.done = tr.stopped and tr.finish_reason is not None
-
     async def aclose(self, *, stop: bool = False) -> None:
         await self._transport.end_stream(
             self._response, self._decoder, self.state, self._absorb, stop=stop
@@ -179,3 +164,15 @@ class MessagesStream:
     def _absorb(self, event: sse.Event) -> None:
         with contextlib.suppress(UpstreamError):
             self._on_event(event)
+
+
+def sync_state(state: StreamState, tr: AnthropicStreamTranslator) -> None:
+    """What the translator has seen of an Anthropic stream, where the meter reads it."""
+    state.usage = tr.usage
+    state.usage_final = tr.usage_final
+    state.content_seen = bool(tr.text_so_far)
+    state.response_id = tr.message_id or None
+    state.tool_seen = tr.tool_seen
+    state.overflow_bytes = tr.overflow_bytes
+    state.finish_reason = tr.finish_reason
+    state.done = tr.stopped and tr.finish_reason is not None

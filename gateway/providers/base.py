@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import orjson
+
 from accounting.usage import Usage
 
 Endpoint = Literal["chat", "embeddings", "responses", "messages"]
@@ -71,6 +73,18 @@ class StreamState:
     visible_source: Callable[[], str] | None = None  # the text the client saw, if not ``text``
     response_id: str | None = None  # the upstream's id for the answer (chunks carry it)
     tool_seen: bool = False  # a tool call started: such a stream is not continued
+
+    def event_object(self, data: bytes) -> dict[str, Any] | None:
+        """An event's data as the JSON object it must be; anything else is noted as a
+        malformed event and skipped (None)."""
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            self.anomalies.append("malformed_event")
+            return None
+        return parsed
 
     def add_text(self, text: str) -> None:
         if self.kept_chars < KEPT_TEXT_CHARS:

@@ -147,13 +147,8 @@ class OpenAIStream:
         if data == sse.DONE:
             self.state.done = True
             return None
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            self.state.anomalies.append("malformed_event")
-            return None
-        if not isinstance(chunk, dict):
-            self.state.anomalies.append("malformed_event")
+        chunk = self.state.event_object(data)
+        if chunk is None:
             return None
         if self.state.response_id is None and isinstance(chunk.get("id"), str):
             self.state.response_id = chunk["id"]

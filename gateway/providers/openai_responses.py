@@ -13,8 +13,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
-
 from accounting.usage import MAX_REPORTED_TOKENS, Usage
 from gateway import sse
 from gateway.providers.base import StreamState, pass_headers
@@ -98,13 +96,8 @@ class ResponsesStream:
         return self._terminal or b""
 
     def _on_event(self, event: sse.Event) -> bytes | None:
-        try:
-            data = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            self.state.anomalies.append("malformed_event")
-            return None
-        if not isinstance(data, dict):
-            self.state.anomalies.append("malformed_event")
+        data = self.state.event_object(event.data)
+        if data is None:
             return None
         kind = data.get("type") if isinstance(data.get("type"), str) else event.event
         frame = sse.frame(event.data, kind)

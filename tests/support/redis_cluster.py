@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -16,7 +15,7 @@ from types import TracebackType
 
 import redis
 
-from tests.support.redis_server import REDIS_SERVER, free_port
+from tests.support.redis_server import REDIS_SERVER, free_port, sigkill, terminate
 
 REDIS_CLI = os.environ.get("SPENDGATE_TEST_REDIS_CLI", "/usr/bin/redis-cli")
 NODE_TIMEOUT_MS = 2000
@@ -52,20 +51,11 @@ class ClusterNode:
             return False
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        sigkill(self.proc)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        terminate(proc)
 
 
 class RedisClusterServer:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -18,7 +17,7 @@ from types import TracebackType
 
 import redis
 
-from tests.support.redis_server import REDIS_SERVER, free_port
+from tests.support.redis_server import REDIS_SERVER, free_port, sigkill, terminate
 
 SERVICE = "mymaster"
 DOWN_AFTER_MS = 1000
@@ -62,20 +61,11 @@ class SentinelNode:
         return first.decode() if isinstance(first, bytes) else str(first)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        sigkill(self.proc)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        terminate(proc)
 
     def log_tail(self, name: str) -> str:
         try:

@@ -75,12 +75,7 @@ class RedisServer:
         if self._paused:
             proc.send_signal(signal.SIGCONT)
             self._paused = False
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        terminate(proc)
 
     def restart(self) -> None:
         self.stop()
@@ -126,3 +121,22 @@ class RedisServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 5 s (a process already gone: nothing)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def sigkill(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL, as a crash would (a process already gone: nothing)."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=5)
