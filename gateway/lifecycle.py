@@ -97,6 +97,7 @@ async def running(rt: Runtime) -> AsyncIterator[None]:
         await rt.pool.aclose()
         await rt.store.close()
         rt.tracing.shutdown()
+        log.sync_access()  # uvicorn may end the process by its signal: no exit handlers
 
 
 def _settle_heap() -> None:

@@ -76,7 +76,7 @@ class AccessLines:
         self._stream = stream
         self._delay_s = delay_s
         self._batch: list[bytes] = []
-        self._queue: SimpleQueue[bytes | None] = SimpleQueue()
+        self._queue: SimpleQueue[bytes | threading.Event | None] = SimpleQueue()
         self._thread = threading.Thread(target=self._write, name="spendgate-access", daemon=True)
         self._thread.start()
 
@@ -101,18 +101,35 @@ class AccessLines:
             self._queue.put(b"".join(self._batch))
             self._batch = []
 
+    def sync(self, timeout_s: float = 5.0) -> None:
+        """Hand over the open window and wait until the writer has written it (at
+        shutdown: a process ended by its signal runs no exit handlers)."""
+        self.flush()
+        written = threading.Event()
+        self._queue.put(written)
+        written.wait(timeout_s)
+
     def close(self) -> None:
         self.flush()
         self._queue.put(None)
         self._thread.join(timeout=5)
 
     def _write(self) -> None:
-        while (data := self._queue.get()) is not None:
-            self._stream.write(data.decode())
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            self._stream.write(item.decode())
             self._stream.flush()
 
 
 _lines: AccessLines | None = None
+
+
+def sync_access() -> None:
+    """Every access line so far is on the stream (see ``AccessLines.sync``)."""
+    if _lines is not None:
+        _lines.sync()
 
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:

@@ -78,3 +78,12 @@ def test_a_fast_line_has_the_formatters_fields(monkeypatch) -> None:  # type: ig
     assert {k: v for k, v in fast.items() if k != "ts"} == {
         k: v for k, v in slow.items() if k != "ts"
     }
+
+
+async def test_sync_writes_the_open_window_before_it_ends() -> None:
+    stream = CountingStream()
+    lines = log.AccessLines(stream, delay_s=3600)
+    lines.add(b'{"n":1}\n')
+    lines.sync()  # at shutdown: nothing waits for the window's timer
+    assert stream.getvalue() == '{"n":1}\n'
+    lines.close()
